@@ -1,0 +1,33 @@
+"""A case in memory: four MRI modalities and the three tumour-region masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+MODALITIES: tuple[str, str, str, str] = ("t1", "t1ce", "t2", "flair")
+"""Input channel order of every image tensor fedseg builds."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One patient, ready for training.
+
+    image: float32 [4, D, H, W], channels in MODALITIES order, normalised per channel.
+    label: float32 [3, D, H, W], binary masks for TC, WT, ET (shared.model.REGIONS order).
+    """
+
+    case_id: str
+    image: npt.NDArray[np.float32]
+    label: npt.NDArray[np.float32]
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 4 or self.image.shape[0] != len(MODALITIES):
+            raise ValueError(f"image must be [4, D, H, W], got {list(self.image.shape)}")
+        if self.label.shape != (3, *self.image.shape[1:]):
+            raise ValueError(
+                f"label must be [3, D, H, W] matching the image, got {list(self.label.shape)} "
+                f"for image {list(self.image.shape)}"
+            )

@@ -1,0 +1,58 @@
+"""The segmentation network: MONAI SegResNet as in Myronenko 2018 and Li et al. 2019."""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.nets import SegResNet
+from pydantic import BaseModel, ConfigDict, Field
+
+REGIONS: tuple[str, str, str] = ("TC", "WT", "ET")
+"""Output channels, in order: tumour core, whole tumour, enhancing tumour."""
+
+
+class ModelConfig(BaseModel):
+    """Architecture of the shared model; the defaults are the paper's (~4.7 M parameters)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    init_filters: int = Field(default=16, ge=1, le=64)
+    blocks_down: tuple[int, ...] = Field(default=(1, 2, 2, 4), min_length=1, max_length=6)
+    blocks_up: tuple[int, ...] = Field(default=(1, 1, 1), min_length=0, max_length=5)
+    in_channels: int = Field(default=4, ge=1)
+    out_channels: int = Field(default=3, ge=1)
+    dropout_prob: float | None = Field(default=None, ge=0.0, lt=1.0)
+
+
+def build_model(config: ModelConfig) -> torch.nn.Module:
+    """Build SegResNet: input [B, in_channels, D, H, W] -> logits [B, out_channels, D, H, W].
+
+    D, H and W must be divisible by 2 ** (len(blocks_down) - 1).
+    """
+    if len(config.blocks_up) != len(config.blocks_down) - 1:
+        raise ValueError(
+            "blocks_up must have one entry fewer than blocks_down, got "
+            f"{len(config.blocks_up)} and {len(config.blocks_down)}"
+        )
+    return SegResNet(
+        spatial_dims=3,
+        init_filters=config.init_filters,
+        in_channels=config.in_channels,
+        out_channels=config.out_channels,
+        dropout_prob=config.dropout_prob,
+        blocks_down=config.blocks_down,
+        blocks_up=config.blocks_up,
+    )
+
+
+def initial_state(config: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
+    """The run's first global model: a seeded initialisation, identical on every machine."""
+    # fork_rng keeps the process-wide generator untouched; MONAI layers draw from it.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(config)
+    return {name: t.detach().clone().contiguous() for name, t in model.state_dict().items()}
+
+
+def divisor(config: ModelConfig) -> int:
+    """Every spatial size fed to the model must be a multiple of this."""
+    return int(2 ** (len(config.blocks_down) - 1))
