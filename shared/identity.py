@@ -10,7 +10,6 @@ from cryptography.x509.oid import NameOID
 
 from shared.errors import PKIError
 
-
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 """What a node or admin name may look like: it appears in paths, file names and the CN."""
 
@@ -49,7 +48,9 @@ def identity_from_certificate(cert: x509.Certificate) -> Identity:
     try:
         role = Role(role_text)
     except ValueError:
-        raise PKIError(f"certificate role (OU) {role_text!r} is not one of node, admin, server") from None
+        raise PKIError(
+            f"certificate role (OU) {role_text!r} is not one of node, admin, server"
+        ) from None
     return Identity(name=name, role=role, serial=cert.serial_number)
 
 

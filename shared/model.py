@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from monai.networks.nets import SegResNet
+from monai.networks.nets.segresnet import SegResNet
 from pydantic import BaseModel, ConfigDict, Field
 
 REGIONS: tuple[str, str, str] = ("TC", "WT", "ET")

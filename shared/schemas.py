@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -35,6 +34,13 @@ class RoundState(StrEnum):
     CLOSED = "closed"
     FAILED = "failed"
     ABORTED = "aborted"
+
+
+class RoundKind(StrEnum):
+    """A training round produces a new model; the final evaluation round only measures it."""
+
+    TRAIN = "train"
+    EVALUATE = "evaluate"
 
 
 class DeadlinePolicy(StrEnum):
@@ -119,11 +125,31 @@ class Task(_Strict):
 
     run_id: int
     round: int
+    kind: RoundKind
     task_nonce: str
     base_model: str = Field(pattern=SHA256_PATTERN)
     model: ModelConfig
     plan: TrainingPlan
     deadline: datetime
+
+
+class EvaluationReport(_Strict):
+    """A node's measurement of the final global model (evaluation rounds carry no tensors)."""
+
+    run_id: int = Field(ge=1)
+    round: int = Field(ge=1)
+    task_nonce: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    base_model: str = Field(pattern=SHA256_PATTERN)
+    num_samples: int = Field(ge=1)
+    metrics: UpdateMetrics
+
+
+class TaskPoll(_Strict):
+    """Answer to a node's long-poll: its task, or none yet and why."""
+
+    task: Task | None
+    run_id: int | None
+    run_state: RunState | None
 
 
 class UpdateReceipt(_Strict):
@@ -148,6 +174,7 @@ class NodeUpdateView(_Strict):
 class RoundView(_Strict):
     run_id: int
     round: int
+    kind: RoundKind
     state: RoundState
     attempt: int
     base_model: str
@@ -160,7 +187,9 @@ class RoundView(_Strict):
     closed_at: datetime | None
     detail: str | None
     mean_dice_global: RegionDice | None
+    """Mean over nodes of the base model's Dice on their validation splits."""
     mean_dice_local: RegionDice | None
+    """Mean over nodes of the locally trained models' Dice."""
     updates: list[NodeUpdateView]
 
 
@@ -196,4 +225,3 @@ class Health(_Strict):
 
 class ErrorBody(_Strict):
     detail: str
-

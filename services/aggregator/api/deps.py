@@ -1,0 +1,78 @@
+"""FastAPI dependencies: the federation, settings, and the caller's certificate identity."""
+
+from __future__ import annotations
+
+import ssl
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from services.aggregator.core.config import AggregatorSettings
+from services.aggregator.core.notify import Signal
+from services.aggregator.federation import Federation
+from shared.errors import PKIError
+from shared.identity import Identity, Role, identity_from_der
+
+
+def get_federation(request: Request) -> Federation:
+    federation: Federation = request.app.state.federation
+    return federation
+
+
+def get_settings(request: Request) -> AggregatorSettings:
+    settings: AggregatorSettings = request.app.state.settings
+    return settings
+
+
+def get_changes(request: Request) -> Signal:
+    """Fired whenever round state may have changed (wakes long-polls and the ticker)."""
+    signal: Signal = request.app.state.changes
+    return signal
+
+
+FederationDep = Annotated[Federation, Depends(get_federation)]
+SettingsDep = Annotated[AggregatorSettings, Depends(get_settings)]
+ChangesDep = Annotated[Signal, Depends(get_changes)]
+
+
+@lru_cache(maxsize=1024)
+def _identity_of(pem: str) -> Identity:
+    return identity_from_der(ssl.PEM_cert_to_DER_cert(pem))
+
+
+def current_identity(request: Request, federation: FederationDep) -> Identity:
+    """The verified client certificate's holder, from the TLS layer (never from the request)."""
+    tls = (request.scope.get("extensions") or {}).get("tls") or {}
+    chain = tls.get("client_cert_chain") or []
+    if not chain:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a client certificate is required")
+    try:
+        identity = _identity_of(chain[0])
+    except PKIError as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from exc
+    if federation.is_revoked(identity.serial):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"certificate {identity.serial:x} of {identity.name} has been revoked",
+        )
+    return identity
+
+
+CurrentIdentity = Annotated[Identity, Depends(current_identity)]
+
+
+def _require(role: Role, action: str) -> object:
+    def check(identity: CurrentIdentity) -> Identity:
+        if identity.role != role:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"{action} needs a {role} certificate; {identity.name} has role {identity.role}",
+            )
+        return identity
+
+    return check
+
+
+CurrentNode = Annotated[Identity, Depends(_require(Role.NODE, "this endpoint"))]
+AdminNode = Annotated[Identity, Depends(_require(Role.ADMIN, "this endpoint"))]

@@ -1,0 +1,36 @@
+"""Nodes: announcement, listing, and revocation of a certificate."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.aggregator.api.deps import AdminNode, CurrentIdentity, CurrentNode, FederationDep
+from shared.identity import NAME_PATTERN
+from shared.schemas import Announcement, NodeView
+
+router = APIRouter(tags=["nodes"])
+
+
+class Revocation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    serial: str = Field(pattern=r"^[0-9a-fA-F]{1,40}$", description="hex serial number")
+    name: str = Field(pattern=NAME_PATTERN)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+@router.post("/nodes/announce")
+def announce(body: Announcement, node: CurrentNode, federation: FederationDep) -> NodeView:
+    return federation.announce(node, body)
+
+
+@router.get("/nodes")
+def list_nodes(_: CurrentIdentity, federation: FederationDep) -> list[NodeView]:
+    return federation.list_nodes()
+
+
+@router.post("/revocations", status_code=status.HTTP_204_NO_CONTENT)
+def revoke(body: Revocation, _: AdminNode, federation: FederationDep) -> None:
+    """Refuse a certificate from its next request on, without a restart."""
+    federation.revoke(int(body.serial, 16), body.name, body.reason)

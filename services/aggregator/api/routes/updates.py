@@ -1,0 +1,70 @@
+"""Uploads: a node's update (safetensors, streamed) or its evaluation report (JSON)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from services.aggregator.api.deps import ChangesDep, CurrentNode, FederationDep, SettingsDep
+from services.aggregator.core.blobs import IncomingBlob
+from services.aggregator.state.updates import Received
+from shared.errors import InvalidRequestError, PayloadTooLargeError
+from shared.schemas import EvaluationReport, UpdateReceipt
+
+router = APIRouter(prefix="/runs/{run_id}/rounds/{number}", tags=["updates"])
+
+
+@router.put("/update", status_code=status.HTTP_201_CREATED)
+async def upload_update(
+    run_id: int,
+    number: int,
+    request: Request,
+    response: Response,
+    node: CurrentNode,
+    federation: FederationDep,
+    settings: SettingsDep,
+    changes: ChangesDep,
+) -> UpdateReceipt:
+    """201 for a newly accepted update, 200 for the same bytes again, 409 for other bytes."""
+    if request.headers.get("content-type", "").split(";")[0] != "application/octet-stream":
+        raise InvalidRequestError("an update must be sent as application/octet-stream")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_update_bytes:
+        raise PayloadTooLargeError(
+            f"update body of {declared} bytes exceeds the limit of "
+            f"{settings.max_update_bytes} bytes; nothing was stored"
+        )
+    incoming = IncomingBlob(federation.blobs, settings.max_update_bytes)
+    try:
+        async for chunk in request.stream():
+            incoming.write(chunk)
+        sha256 = await run_in_threadpool(incoming.finish)
+        received = Received(incoming.path, sha256, incoming.size)
+        receipt, new = await run_in_threadpool(
+            federation.accept_update, node, run_id, number, received
+        )
+    finally:
+        incoming.discard()  # a no-op once the blob store has taken the file
+    if new:
+        changes.fire()
+    else:
+        response.status_code = status.HTTP_200_OK
+    return receipt
+
+
+@router.post("/evaluation", status_code=status.HTTP_201_CREATED)
+def report_evaluation(
+    run_id: int,
+    number: int,
+    body: EvaluationReport,
+    response: Response,
+    node: CurrentNode,
+    federation: FederationDep,
+    changes: ChangesDep,
+) -> UpdateReceipt:
+    receipt, new = federation.accept_evaluation(node, run_id, number, body)
+    if new:
+        changes.fire()
+    else:
+        response.status_code = status.HTTP_200_OK
+    return receipt

@@ -1,0 +1,121 @@
+"""Content-addressed blob store: models and updates on disk, named by their SHA-256."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+from pathlib import Path
+
+from shared.errors import NotFoundError, PayloadTooLargeError
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    """Blobs live at ``root/ab/abcdef…``; writes go temp file -> fsync -> rename -> fsync dir.
+
+    A blob is always complete once its name exists, so a row may reference it as soon as
+    ``put_*`` returns. Temporary files of an interrupted write are removed at start-up.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def clear_temporary(self) -> int:
+        removed = 0
+        for leftover in self.tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def path(self, sha256: str) -> Path:
+        if not _SHA.match(sha256):
+            raise NotFoundError(f"{sha256!r} is not a SHA-256 hex digest")
+        return self.root / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def open_path(self, sha256: str) -> Path:
+        """Path of an existing blob, or NotFoundError."""
+        blob = self.path(sha256)
+        if not blob.is_file():
+            raise NotFoundError(f"no blob {sha256}")
+        return blob
+
+    def new_temporary(self) -> Path:
+        return self.tmp / f"incoming-{secrets.token_hex(8)}"
+
+    def commit(self, temporary: Path, sha256: str) -> Path:
+        """Move a fully written, fsynced temporary file into place under its digest."""
+        final = self.path(sha256)
+        final.parent.mkdir(exist_ok=True)
+        if final.is_file():
+            temporary.unlink(missing_ok=True)
+            return final
+        temporary.replace(final)
+        fsync_dir(final.parent)
+        return final
+
+    def put_bytes(self, data: bytes) -> str:
+        sha256 = hashlib.sha256(data).hexdigest()
+        if self.exists(sha256):
+            return sha256
+        temporary = self.new_temporary()
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.commit(temporary, sha256)
+        return sha256
+
+
+class IncomingBlob:
+    """A request body streamed to a temporary file with a hard size limit.
+
+    The limit is enforced chunk by chunk, so an oversized body is refused before it is
+    buffered; the digest is computed on the way in.
+    """
+
+    def __init__(self, store: BlobStore, limit: int) -> None:
+        self.store = store
+        self.limit = limit
+        self.path = store.new_temporary()
+        self.size = 0
+        self._digest = hashlib.sha256()
+        self._handle = self.path.open("wb")
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise PayloadTooLargeError(
+                f"update body exceeds the limit of {self.limit} bytes; nothing was stored"
+            )
+        self._digest.update(chunk)
+        self._handle.write(chunk)
+
+    def finish(self) -> str:
+        """Flush and fsync; returns the SHA-256 of what was written."""
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        return self._digest.hexdigest()
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self._handle.close()
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,64 @@
+"""Aggregator settings, from FEDSEG_* environment variables or a .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigurationError
+
+
+class AggregatorSettings(BaseSettings):
+    """Everything the aggregator reads at start-up; TLS material has no defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="FEDSEG_", env_file=None, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=0, le=65535)
+    tls_cert: Path
+    tls_key: Path
+    tls_ca: Path
+    state_dir: Path = Path("var/aggregator")
+    database_url: str | None = None
+    """SQLAlchemy URL; SQLite in ``state_dir`` when unset."""
+    max_update_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    long_poll_s: float = Field(default=30.0, gt=0.0, le=300.0)
+    tick_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _tls_files_exist(self) -> AggregatorSettings:
+        for setting, path in (
+            ("FEDSEG_TLS_CERT", self.tls_cert),
+            ("FEDSEG_TLS_KEY", self.tls_key),
+            ("FEDSEG_TLS_CA", self.tls_ca),
+        ):
+            if not path.is_file():
+                raise ValueError(f"{setting} points to {path}, which is not a file")
+        if self.tls_key.stat().st_mode & 0o077:
+            raise ValueError(
+                f"FEDSEG_TLS_KEY {self.tls_key} is readable by group or others; chmod 600 it"
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.state_dir / 'aggregator.db').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.state_dir / "blobs"
+
+
+@lru_cache
+def get_settings() -> AggregatorSettings:
+    """The process's settings; tests override the FastAPI dependency instead."""
+    try:
+        return AggregatorSettings()  # type: ignore[call-arg,unused-ignore]  # from the environment
+    except ValueError as exc:
+        raise ConfigurationError(f"aggregator configuration is invalid: {exc}") from exc

@@ -1,0 +1,173 @@
+"""The aggregator's one interface to durable state: every method is one transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.aggregator.aggregation.fedavg import FedAvg
+from services.aggregator.aggregation.strategy import Strategy
+from services.aggregator.core.blobs import BlobStore
+from services.aggregator.core.db import make_session_factory, upgrade_schema
+from services.aggregator.state import nodes, rounds, runs, updates, views
+from services.aggregator.state.models import ModelVersion, Round, Run
+from services.aggregator.state.updates import Received
+from shared.errors import NotFoundError
+from shared.identity import Identity
+from shared.schemas import (
+    Announcement,
+    EvaluationReport,
+    NodeView,
+    RoundView,
+    RunCreate,
+    RunState,
+    RunView,
+    TaskPoll,
+    UpdateReceipt,
+)
+
+log = logging.getLogger("fedseg.aggregator")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Federation:
+    """Runs, rounds, updates and nodes, backed by SQL (SQLite or PostgreSQL) and blobs."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        blobs: BlobStore,
+        strategy: Strategy | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.strategy = strategy or FedAvg()
+        self.clock = clock
+        self._sessions: sessionmaker[Session] = make_session_factory(engine)
+
+    def migrate(self) -> None:
+        upgrade_schema(self.engine)
+
+    def recover(self) -> None:
+        """After a restart: drop half-written uploads, then finish interrupted transitions."""
+        removed = self.blobs.clear_temporary()
+        if removed:
+            log.info("removed %d temporary files of interrupted uploads", removed)
+        while self.advance():
+            pass
+
+    # --- runs (admin) ---
+    def create_run(self, admin: Identity, body: RunCreate) -> RunView:
+        with self._sessions.begin() as session:
+            run = runs.create_run(session, self.blobs, body, admin.name, self.clock())
+            session.flush()
+            log.info(
+                "run %d created by %s: %d rounds, nodes %s",
+                run.id,
+                admin.name,
+                run.rounds,
+                ", ".join(run.expected_nodes),
+            )
+            return views.run_view(session, run)
+
+    def set_run_state(self, run_id: int, target: RunState) -> RunView:
+        with self._sessions.begin() as session:
+            run = runs.set_run_state(session, run_id, target, self.clock())
+            session.flush()
+            log.info("run %d is now %s", run_id, target)
+            return views.run_view(session, run)
+
+    # --- nodes ---
+    def announce(self, identity: Identity, body: Announcement) -> NodeView:
+        with self._sessions.begin() as session:
+            nodes.announce(session, identity, body, self.clock())
+        return next(v for v in self.list_nodes() if v.name == identity.name)
+
+    def poll(self, identity: Identity) -> TaskPoll:
+        with self._sessions.begin() as session:
+            now = self.clock()
+            nodes.touch(session, identity, now)
+            return rounds.poll_task(session, identity.name, now)
+
+    def accept_update(
+        self, identity: Identity, run_id: int, number: int, received: Received
+    ) -> tuple[UpdateReceipt, bool]:
+        with self._sessions.begin() as session:
+            now = self.clock()
+            result = updates.accept_update(
+                session, self.blobs, identity.name, run_id, number, received, now
+            )
+            nodes.touch(session, identity, now)
+            return result
+
+    def accept_evaluation(
+        self, identity: Identity, run_id: int, number: int, report: EvaluationReport
+    ) -> tuple[UpdateReceipt, bool]:
+        with self._sessions.begin() as session:
+            now = self.clock()
+            result = updates.accept_evaluation(session, identity.name, run_id, number, report, now)
+            nodes.touch(session, identity, now)
+            return result
+
+    def is_revoked(self, serial: int) -> bool:
+        with self._sessions() as session:
+            return nodes.is_revoked(session, serial)
+
+    def revoke(self, serial: int, name: str, reason: str | None) -> None:
+        with self._sessions.begin() as session:
+            nodes.revoke(session, serial, name, reason, self.clock())
+
+    # --- the state machine ---
+    def advance(self) -> bool:
+        """One step of every running run; True if a transition committed."""
+        with self._sessions() as session:
+            changed = rounds.advance(session, self.blobs, self.strategy, self.clock())
+            session.commit()
+            return changed
+
+    # --- status ---
+    def list_runs(self) -> list[RunView]:
+        with self._sessions() as session:
+            return [
+                views.run_view(session, r) for r in session.scalars(select(Run).order_by(Run.id))
+            ]
+
+    def get_run(self, run_id: int) -> RunView:
+        with self._sessions() as session:
+            return views.run_view(session, runs.get_run(session, run_id))
+
+    def list_rounds(self, run_id: int | None = None) -> list[RoundView]:
+        """Rounds of ``run_id``, or of the newest run when None."""
+        with self._sessions() as session:
+            run = runs.get_run(session, run_id) if run_id is not None else runs.latest_run(session)
+            return [] if run is None else views.round_views(session, run)
+
+    def get_round(self, run_id: int, number: int) -> RoundView:
+        with self._sessions() as session:
+            run = runs.get_run(session, run_id)
+            rnd = session.scalars(
+                select(Round).where(Round.run_id == run_id, Round.number == number)
+            ).first()
+            if rnd is None:
+                raise NotFoundError(f"run {run_id} has no round {number}")
+            return views.round_view(session, run, rnd)
+
+    def list_nodes(self) -> list[NodeView]:
+        with self._sessions() as session:
+            return views.node_views(session)
+
+    def model_path(self, sha256: str) -> Path:
+        """A published model version's blob; updates are not downloadable."""
+        with self._sessions() as session:
+            if session.get(ModelVersion, sha256) is None:
+                raise NotFoundError(f"no model version {sha256}")
+        return self.blobs.open_path(sha256)

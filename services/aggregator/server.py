@@ -1,0 +1,83 @@
+"""`fedseg-aggregator`: migrate, recover, then serve the API over mutual TLS."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from services.aggregator.api.main import create_app
+from services.aggregator.core.blobs import BlobStore
+from services.aggregator.core.config import AggregatorSettings
+from services.aggregator.core.db import make_engine
+from services.aggregator.core.security import mutual_tls_config, server_ssl_context
+from services.aggregator.federation import Federation
+from shared.errors import ConfigurationError
+
+log = logging.getLogger("fedseg.aggregator")
+
+
+def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(
+        prog="fedseg-aggregator",
+        description="Serve the fedseg aggregator. Every option can also be set as FEDSEG_<NAME>.",
+    )
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--tls-cert", type=Path)
+    parser.add_argument("--tls-key", type=Path)
+    parser.add_argument("--tls-ca", type=Path)
+    parser.add_argument("--state-dir", type=Path)
+    parser.add_argument("--database-url")
+    args = parser.parse_args(argv)
+    return {k: v for k, v in vars(args).items() if v is not None}
+
+
+def build(settings: AggregatorSettings) -> Federation:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    federation = Federation(
+        make_engine(settings.resolved_database_url), BlobStore(settings.blob_dir)
+    )
+    federation.migrate()
+    federation.recover()
+    return federation
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    overrides = parse_args(argv)
+    try:
+        settings = AggregatorSettings(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        print(f"fedseg-aggregator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        federation = build(settings)
+        context = server_ssl_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
+    except (ConfigurationError, OSError) as exc:
+        print(f"fedseg-aggregator: cannot start: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, federation)
+    config = mutual_tls_config(
+        app,
+        context,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_keep_alive=75,
+    )
+    server = uvicorn.Server(config)
+    log.info("aggregator listening on https://%s:%d (mutual TLS)", settings.host, settings.port)
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""Nodes seen by the aggregator, and the certificate denylist."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from services.aggregator.state.models import Node, RevokedCertificate
+from shared.identity import Identity
+from shared.schemas import Announcement
+
+
+def touch(session: Session, identity: Identity, now: datetime) -> Node:
+    """Record that ``identity`` was seen now, creating its row on first contact."""
+    node = session.get(Node, identity.name)
+    if node is None:
+        node = Node(name=identity.name, role=identity.role, first_seen=now, last_seen=now)
+        session.add(node)
+    node.last_seen = now
+    return node
+
+
+def announce(session: Session, identity: Identity, body: Announcement, now: datetime) -> Node:
+    node = touch(session, identity, now)
+    node.software_version = body.software_version
+    node.device = body.device
+    node.num_train_cases = body.num_train_cases
+    node.num_val_cases = body.num_val_cases
+    return node
+
+
+def is_revoked(session: Session, serial: int) -> bool:
+    return session.get(RevokedCertificate, format(serial, "x")) is not None
+
+
+def revoke(session: Session, serial: int, name: str, reason: str | None, now: datetime) -> None:
+    key = format(serial, "x")
+    if session.get(RevokedCertificate, key) is None:
+        session.add(RevokedCertificate(serial=key, name=name, revoked_at=now, reason=reason))

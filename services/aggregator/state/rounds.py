@@ -1,0 +1,205 @@
+"""The round state machine: tasks for nodes, and open -> aggregating -> closed transitions."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import torch
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.aggregator.aggregation.strategy import Strategy, WeightedUpdate
+from services.aggregator.core.blobs import BlobStore
+from services.aggregator.state.models import ModelVersion, Round, Run, Task, Update
+from services.aggregator.state.runs import open_round
+from shared.model import ModelConfig
+from shared.schemas import (
+    DeadlinePolicy,
+    RoundKind,
+    RoundState,
+    RunState,
+    TaskPoll,
+    TrainingPlan,
+)
+from shared.schemas import Task as TaskBody
+from shared.tensors import iter_tensors, load_file, to_bytes
+
+
+def open_round_of(session: Session, run_id: int) -> Round | None:
+    return session.scalars(
+        select(Round).where(
+            Round.run_id == run_id,
+            Round.state.in_((RoundState.OPEN, RoundState.AGGREGATING)),
+        )
+    ).first()
+
+
+def poll_task(session: Session, node: str, now: datetime) -> TaskPoll:
+    """The node's task in the current round, issued once and handed out again on re-poll."""
+    run = session.scalars(select(Run).order_by(Run.id.desc()).limit(1)).first()
+    if run is None:
+        return TaskPoll(task=None, run_id=None, run_state=None)
+    idle = TaskPoll(task=None, run_id=run.id, run_state=RunState(run.state))
+    if run.state != RunState.RUNNING or node not in run.expected_nodes:
+        return idle
+    rnd = open_round_of(session, run.id)
+    if rnd is None or rnd.state != RoundState.OPEN:
+        return idle
+    reported = session.scalar(
+        select(func.count())
+        .select_from(Update)
+        .where(Update.round_id == rnd.id, Update.node == node)
+    )
+    if reported:
+        return idle
+    task = session.scalars(select(Task).where(Task.round_id == rnd.id, Task.node == node)).first()
+    if task is None:
+        task = Task(round_id=rnd.id, node=node, nonce=secrets.token_urlsafe(24), issued_at=now)
+        try:
+            with session.begin_nested():
+                session.add(task)
+        except IntegrityError:
+            # A concurrent poll of the same node issued it first; hand out that one.
+            task = session.scalars(
+                select(Task).where(Task.round_id == rnd.id, Task.node == node)
+            ).one()
+    body = TaskBody(
+        run_id=run.id,
+        round=rnd.number,
+        kind=RoundKind(rnd.kind),
+        task_nonce=task.nonce,
+        base_model=rnd.base_model,
+        model=ModelConfig.model_validate(run.model_config_json),
+        plan=TrainingPlan.model_validate(run.plan_json),
+        deadline=rnd.deadline,
+    )
+    return TaskPoll(task=body, run_id=run.id, run_state=RunState.RUNNING)
+
+
+def reported_count(session: Session, rnd: Round) -> int:
+    return int(
+        session.scalar(select(func.count()).select_from(Update).where(Update.round_id == rnd.id))
+        or 0
+    )
+
+
+def _begin_aggregating(session: Session, rnd: Round) -> bool:
+    """Compare-and-set open -> aggregating, so only one caller ever aggregates a round."""
+    session.flush()
+    result = session.execute(
+        update(Round)
+        .where(Round.id == rnd.id, Round.state == RoundState.OPEN)
+        .values(state=RoundState.AGGREGATING)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(rnd)
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def check_round(session: Session, run: Run, rnd: Round, now: datetime) -> bool:
+    """Apply the quorum and deadline rules to an open round; True if it should aggregate."""
+    reported = reported_count(session, rnd)
+    if reported >= len(run.expected_nodes):
+        return _begin_aggregating(session, rnd)
+    if now < rnd.deadline:
+        return False
+    if reported >= run.min_nodes:
+        rnd.detail = f"deadline passed with {reported} of {len(run.expected_nodes)} updates"
+        return _begin_aggregating(session, rnd)
+    shortfall = (
+        f"deadline passed with {reported} of {len(run.expected_nodes)} updates "
+        f"(min_nodes {run.min_nodes})"
+    )
+    if run.deadline_policy == DeadlinePolicy.REOPEN and rnd.attempt < run.max_round_attempts:
+        rnd.attempt += 1
+        rnd.deadline = now + timedelta(seconds=run.round_timeout_s)
+        rnd.detail = f"{shortfall}; re-opened, attempt {rnd.attempt} of {run.max_round_attempts}"
+        return False
+    rnd.state = RoundState.FAILED
+    rnd.closed_at = now
+    rnd.detail = f"{shortfall}; round failed"
+    run.state = RunState.FAILED
+    run.detail = f"round {rnd.number} failed: {shortfall}"
+    return False
+
+
+def _weighted_updates(session: Session, blobs: BlobStore, rnd: Round) -> Iterator[WeightedUpdate]:
+    rows = session.scalars(
+        select(Update).where(Update.round_id == rnd.id).order_by(Update.node)
+    ).all()
+    for row in rows:
+        path: Path = blobs.open_path(row.sha256)
+        yield WeightedUpdate(
+            node=row.node,
+            weight=float(row.num_samples),
+            tensors=lambda p=path: iter_tensors(p),  # type: ignore[misc]
+        )
+
+
+def finish_round(
+    session: Session, blobs: BlobStore, strategy: Strategy, run: Run, rnd: Round, now: datetime
+) -> None:
+    """Aggregate an ``aggregating`` round, close it and open the next, in one transaction.
+
+    The new model's blob is written (atomically) before the rows that reference it, so a
+    crash anywhere leaves the round ``aggregating`` and a restart simply does this again:
+    the same accepted updates give the same model, counted once.
+    """
+    if rnd.kind == RoundKind.EVALUATE:
+        result_sha = rnd.base_model
+    else:
+        base = load_file(blobs.open_path(rnd.base_model))
+        merged: dict[str, torch.Tensor] = strategy.aggregate(
+            base, _weighted_updates(session, blobs, rnd)
+        )
+        data = to_bytes(merged)
+        result_sha = blobs.put_bytes(data)
+        if session.get(ModelVersion, result_sha) is None:
+            session.add(
+                ModelVersion(
+                    sha256=result_sha,
+                    run_id=run.id,
+                    produced_by_round=rnd.number,
+                    size_bytes=len(data),
+                    created_at=now,
+                )
+            )
+    rnd.state = RoundState.CLOSED
+    rnd.result_model = result_sha
+    rnd.closed_at = now
+    if rnd.kind == RoundKind.EVALUATE:
+        run.state = RunState.COMPLETED
+        return
+    next_kind = RoundKind.TRAIN if rnd.number < run.rounds else RoundKind.EVALUATE
+    session.flush()
+    open_round(session, run, rnd.number + 1, next_kind, result_sha, now)
+
+
+def advance(session: Session, blobs: BlobStore, strategy: Strategy, now: datetime) -> bool:
+    """One step of every running run's state machine; True if anything changed.
+
+    Call in a loop: each call commits at most one transition per run.
+    """
+    changed = False
+    runs = session.scalars(select(Run).where(Run.state == RunState.RUNNING)).all()
+    for run in runs:
+        rnd = open_round_of(session, run.id)
+        if rnd is None:
+            continue
+        if rnd.state == RoundState.OPEN:
+            before = (rnd.state, rnd.attempt, run.state)
+            if check_round(session, run, rnd, now):
+                session.commit()  # "aggregating" is visible while the model is computed
+                changed = True
+            elif before != (rnd.state, rnd.attempt, run.state):
+                session.commit()
+                changed = True
+        if rnd.state == RoundState.AGGREGATING:
+            finish_round(session, blobs, strategy, run, rnd, now)
+            session.commit()
+            changed = True
+    return changed

@@ -1,0 +1,117 @@
+"""Training runs: creation with the initial global model, and the admin's run controls."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.aggregator.core.blobs import BlobStore
+from services.aggregator.state.models import ModelVersion, Round, Run
+from shared.errors import ConflictError, InvalidRequestError, NotFoundError
+from shared.model import initial_state
+from shared.schemas import RoundKind, RoundState, RunCreate, RunState
+from shared.tensors import to_bytes
+
+ACTIVE_RUN_STATES = (RunState.RUNNING, RunState.PAUSED)
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"no run {run_id}")
+    return run
+
+
+def latest_run(session: Session) -> Run | None:
+    return session.scalars(select(Run).order_by(Run.id.desc()).limit(1)).first()
+
+
+def open_round(
+    session: Session, run: Run, number: int, kind: RoundKind, base_model: str, now: datetime
+) -> Round:
+    rnd = Round(
+        run_id=run.id,
+        number=number,
+        kind=kind,
+        state=RoundState.OPEN,
+        attempt=1,
+        base_model=base_model,
+        opened_at=now,
+        deadline=now + timedelta(seconds=run.round_timeout_s),
+    )
+    session.add(rnd)
+    return rnd
+
+
+def create_run(
+    session: Session, blobs: BlobStore, request: RunCreate, created_by: str, now: datetime
+) -> Run:
+    """Store the seeded initial model, the run and its first open round, in one transaction."""
+    if len(set(request.expected_nodes)) != len(request.expected_nodes):
+        raise InvalidRequestError("expected_nodes lists a node more than once")
+    if request.min_nodes > len(request.expected_nodes):
+        raise InvalidRequestError(
+            f"min_nodes ({request.min_nodes}) exceeds the number of expected nodes "
+            f"({len(request.expected_nodes)})"
+        )
+    active = session.scalars(select(Run).where(Run.state.in_(ACTIVE_RUN_STATES))).first()
+    if active is not None:
+        raise ConflictError(f"run {active.id} is still {active.state}; abort it first")
+    data = to_bytes(initial_state(request.model, request.seed))
+    sha = blobs.put_bytes(data)  # durable before any row references it
+    run = Run(
+        name=request.name,
+        state=RunState.RUNNING,
+        rounds=request.rounds,
+        expected_nodes=list(request.expected_nodes),
+        min_nodes=request.min_nodes,
+        round_timeout_s=request.round_timeout_s,
+        deadline_policy=request.deadline_policy,
+        max_round_attempts=request.max_round_attempts,
+        model_config_json=request.model.model_dump(mode="json"),
+        plan_json=request.plan.model_dump(mode="json"),
+        seed=request.seed,
+        initial_model=sha,
+        created_by=created_by,
+        created_at=now,
+    )
+    session.add(run)
+    session.flush()
+    if session.get(ModelVersion, sha) is None:
+        session.add(
+            ModelVersion(
+                sha256=sha, run_id=run.id, produced_by_round=0, size_bytes=len(data), created_at=now
+            )
+        )
+    session.flush()
+    open_round(session, run, 1, RoundKind.TRAIN, sha, now)
+    return run
+
+
+def set_run_state(session: Session, run_id: int, target: RunState, now: datetime) -> Run:
+    """pause / resume / abort, with the transitions an operator would expect."""
+    run = get_run(session, run_id)
+    allowed = {
+        RunState.PAUSED: (RunState.RUNNING,),
+        RunState.RUNNING: (RunState.PAUSED,),
+        RunState.ABORTED: (RunState.RUNNING, RunState.PAUSED),
+    }
+    if target not in allowed or run.state not in allowed[target]:
+        raise ConflictError(f"run {run_id} is {run.state}; it cannot become {target}")
+    open_rounds = session.scalars(
+        select(Round).where(Round.run_id == run.id, Round.state == RoundState.OPEN)
+    ).all()
+    if target is RunState.ABORTED:
+        for rnd in open_rounds:
+            rnd.state = RoundState.ABORTED
+            rnd.closed_at = now
+            rnd.detail = "run aborted by an administrator"
+        run.detail = "aborted by an administrator"
+    elif target is RunState.RUNNING:
+        # A paused round must not fail at a deadline that ran out while nobody could report.
+        for rnd in open_rounds:
+            rnd.deadline = now + timedelta(seconds=run.round_timeout_s)
+    run.state = target
+    return run

@@ -1,0 +1,187 @@
+"""Accepting a node's update: every check first, then blob, then row; idempotent per node."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.aggregator.core.blobs import BlobStore
+from services.aggregator.state.models import Round, Task, Update
+from shared.errors import (
+    DuplicateUpdateError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RoundNotOpenError,
+    StaleModelError,
+)
+from shared.schemas import (
+    EvaluationReport,
+    RoundKind,
+    RoundState,
+    UpdateManifest,
+    UpdateMetrics,
+    UpdateReceipt,
+)
+from shared.tensors import TensorSpec, check_against_spec, read_manifest, spec_of_file
+
+
+@dataclass(frozen=True)
+class Received:
+    """An upload already streamed to a temporary file of the blob store."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+@lru_cache(maxsize=8)
+def _spec(path: Path) -> dict[str, TensorSpec]:
+    # Model blobs are immutable (content-addressed), so their spec never goes stale.
+    return spec_of_file(path)
+
+
+def _round(session: Session, run_id: int, number: int) -> Round:
+    rnd = session.scalars(
+        select(Round).where(Round.run_id == run_id, Round.number == number)
+    ).first()
+    if rnd is None:
+        raise NotFoundError(f"run {run_id} has no round {number}")
+    return rnd
+
+
+def _receipt(rnd: Round, row: Update) -> UpdateReceipt:
+    return UpdateReceipt(
+        run_id=rnd.run_id,
+        round=rnd.number,
+        node=row.node,
+        sha256=row.sha256,
+        num_samples=row.num_samples,
+        accepted_at=row.accepted_at,
+    )
+
+
+def _existing(session: Session, rnd: Round, node: str, sha256: str) -> UpdateReceipt | None:
+    """The receipt of an identical earlier upload; 409 if a different one was accepted."""
+    row = session.scalars(
+        select(Update).where(Update.round_id == rnd.id, Update.node == node)
+    ).first()
+    if row is None:
+        return None
+    if row.sha256 != sha256:
+        raise DuplicateUpdateError(
+            f"node {node} already has a different update accepted for run {rnd.run_id} "
+            f"round {rnd.number} (sha256 {row.sha256})"
+        )
+    return _receipt(rnd, row)
+
+
+def _check_binding(
+    session: Session,
+    rnd: Round,
+    node: str,
+    manifest: UpdateManifest | EvaluationReport,
+    kind: RoundKind,
+) -> None:
+    if (manifest.run_id, manifest.round) != (rnd.run_id, rnd.number):
+        raise InvalidRequestError(
+            f"the body is for run {manifest.run_id} round {manifest.round}, "
+            f"but was sent to run {rnd.run_id} round {rnd.number}"
+        )
+    task = session.scalars(select(Task).where(Task.round_id == rnd.id, Task.node == node)).first()
+    if task is None:
+        raise PermissionDeniedError(
+            f"no task was issued to node {node} for run {rnd.run_id} round {rnd.number}"
+        )
+    if task.nonce != manifest.task_nonce:
+        raise PermissionDeniedError(
+            f"task nonce does not match the task issued to node {node} for round {rnd.number}"
+        )
+    if rnd.state != RoundState.OPEN:
+        raise RoundNotOpenError(f"round {rnd.number} of run {rnd.run_id} is {rnd.state}")
+    if rnd.kind != kind:
+        raise InvalidRequestError(f"round {rnd.number} is a {rnd.kind} round, not {kind}")
+    if manifest.base_model != rnd.base_model:
+        raise StaleModelError(
+            f"update was computed from model {manifest.base_model[:12]}…, "
+            f"but round {rnd.number}'s base model is {rnd.base_model[:12]}…"
+        )
+
+
+def _insert(session: Session, rnd: Round, row: Update) -> tuple[UpdateReceipt, bool]:
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        # The same node raced itself; the first upload won. Same bytes: same receipt.
+        existing = _existing(session, rnd, row.node, row.sha256)
+        if existing is None:
+            raise
+        return existing, False
+    return _receipt(rnd, row), True
+
+
+def accept_update(
+    session: Session,
+    blobs: BlobStore,
+    node: str,
+    run_id: int,
+    number: int,
+    received: Received,
+    now: datetime,
+) -> tuple[UpdateReceipt, bool]:
+    """Validate an uploaded update and record it; (receipt, newly_accepted).
+
+    Nothing is written unless every check passes: the temporary file is renamed into the
+    blob store only after validation, and the row commits after the rename.
+    """
+    rnd = _round(session, run_id, number)
+    previous = _existing(session, rnd, node, received.sha256)
+    if previous is not None:
+        return previous, False
+    manifest = read_manifest(received.path)
+    _check_binding(session, rnd, node, manifest, RoundKind.TRAIN)
+    check_against_spec(received.path, _spec(blobs.open_path(rnd.base_model)))
+    blobs.commit(received.path, received.sha256)
+    row = Update(
+        round_id=rnd.id,
+        node=node,
+        sha256=received.sha256,
+        has_blob=True,
+        num_samples=manifest.num_samples,
+        metrics_json=manifest.metrics.model_dump(mode="json"),
+        size_bytes=received.size,
+        accepted_at=now,
+    )
+    return _insert(session, rnd, row)
+
+
+def accept_evaluation(
+    session: Session, node: str, run_id: int, number: int, report: EvaluationReport, now: datetime
+) -> tuple[UpdateReceipt, bool]:
+    """Record a node's measurement of the final model (an evaluation round has no tensors)."""
+    canonical = report.model_dump_json().encode()
+    sha256 = hashlib.sha256(canonical).hexdigest()
+    rnd = _round(session, run_id, number)
+    previous = _existing(session, rnd, node, sha256)
+    if previous is not None:
+        return previous, False
+    _check_binding(session, rnd, node, report, RoundKind.EVALUATE)
+    row = Update(
+        round_id=rnd.id,
+        node=node,
+        sha256=sha256,
+        has_blob=False,
+        num_samples=report.num_samples,
+        metrics_json=UpdateMetrics.model_validate(report.metrics).model_dump(mode="json"),
+        size_bytes=len(canonical),
+        accepted_at=now,
+    )
+    return _insert(session, rnd, row)

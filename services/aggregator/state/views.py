@@ -1,0 +1,133 @@
+"""Read models for the status API: runs, rounds with their metrics, nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from services.aggregator.state.models import Node, Round, Run, Update
+from services.aggregator.state.rounds import open_round_of
+from shared.identity import Role
+from shared.model import ModelConfig
+from shared.schemas import (
+    NodeUpdateView,
+    NodeView,
+    RegionDice,
+    RoundKind,
+    RoundState,
+    RoundView,
+    RunState,
+    RunView,
+    TrainingPlan,
+    UpdateMetrics,
+)
+
+
+def mean_dice(values: Sequence[RegionDice]) -> RegionDice | None:
+    """Unweighted mean over nodes: each hospital's validation split counts once."""
+    if not values:
+        return None
+    n = len(values)
+    return RegionDice(
+        tc=sum(v.tc for v in values) / n,
+        wt=sum(v.wt for v in values) / n,
+        et=sum(v.et for v in values) / n,
+        mean=sum(v.mean for v in values) / n,
+    )
+
+
+def run_view(session: Session, run: Run) -> RunView:
+    current = open_round_of(session, run.id)
+    latest = session.scalars(
+        select(Round).where(Round.run_id == run.id).order_by(Round.number.desc()).limit(1)
+    ).first()
+    closed = session.scalars(
+        select(Round)
+        .where(Round.run_id == run.id, Round.state == RoundState.CLOSED)
+        .order_by(Round.number.desc())
+        .limit(1)
+    ).first()
+    global_model = run.initial_model
+    if closed is not None and closed.result_model is not None:
+        global_model = closed.result_model
+    return RunView(
+        id=run.id,
+        name=run.name,
+        state=RunState(run.state),
+        rounds=run.rounds,
+        current_round=shown.number if (shown := current or latest) is not None else None,
+        expected_nodes=list(run.expected_nodes),
+        min_nodes=run.min_nodes,
+        model=ModelConfig.model_validate(run.model_config_json),
+        plan=TrainingPlan.model_validate(run.plan_json),
+        global_model=global_model,
+        created_at=run.created_at,
+        detail=run.detail,
+    )
+
+
+def round_view(session: Session, run: Run, rnd: Round) -> RoundView:
+    rows = session.scalars(
+        select(Update).where(Update.round_id == rnd.id).order_by(Update.node)
+    ).all()
+    updates = [
+        NodeUpdateView(
+            node=row.node,
+            num_samples=row.num_samples,
+            sha256=row.sha256,
+            accepted_at=row.accepted_at,
+            metrics=UpdateMetrics.model_validate(row.metrics_json),
+        )
+        for row in rows
+    ]
+    globals_ = [u.metrics.dice_global for u in updates if u.metrics.dice_global is not None]
+    locals_ = [u.metrics.dice_local for u in updates if u.metrics.dice_local is not None]
+    return RoundView(
+        run_id=run.id,
+        round=rnd.number,
+        kind=RoundKind(rnd.kind),
+        state=RoundState(rnd.state),
+        attempt=rnd.attempt,
+        base_model=rnd.base_model,
+        result_model=rnd.result_model,
+        expected_nodes=list(run.expected_nodes),
+        reported_nodes=[u.node for u in updates],
+        num_samples=sum(u.num_samples for u in updates),
+        opened_at=rnd.opened_at,
+        deadline=rnd.deadline,
+        closed_at=rnd.closed_at,
+        detail=rnd.detail,
+        mean_dice_global=mean_dice(globals_),
+        mean_dice_local=mean_dice(locals_),
+        updates=updates,
+    )
+
+
+def round_views(session: Session, run: Run) -> list[RoundView]:
+    rounds = session.scalars(
+        select(Round).where(Round.run_id == run.id).order_by(Round.number)
+    ).all()
+    return [round_view(session, run, rnd) for rnd in rounds]
+
+
+def node_views(session: Session) -> list[NodeView]:
+    joined = dict(
+        session.execute(
+            select(Update.node, func.count(func.distinct(Update.round_id))).group_by(Update.node)
+        ).all()
+    )
+    nodes = session.scalars(select(Node).order_by(Node.name)).all()
+    return [
+        NodeView(
+            name=n.name,
+            role=Role(n.role),
+            software_version=n.software_version,
+            device=n.device,
+            num_train_cases=n.num_train_cases,
+            last_seen=n.last_seen,
+            rounds_joined=int(joined.get(n.name, 0)),
+        )
+        for n in nodes
+    ]
