@@ -1,22 +1,22 @@
 """fedseg's exception hierarchy; the API edge maps each branch to one HTTP status.
 
-    FedsegError
-    ├── ConfigurationError        a setting is missing, insecure or inconsistent
-    ├── DataError                 a hospital's data folder cannot be read as BraTS/MSD
-    ├── PKIError                  a certificate, key or request cannot be made or read
-    ├── InvalidRequestError       (400) a request that cannot be understood
-    │   └── MalformedUpdateError  (400) the body is not a readable safetensors file
-    ├── UpdateRejectedError       (422) a well-formed update that does not fit the model
-    │   ├── SpecMismatchError     (422) key set, shape or dtype differs from the global model
-    │   └── NonFiniteError        (422) NaN or infinity in a tensor
-    ├── PayloadTooLargeError      (413) the body passed the configured size limit
-    ├── PermissionDeniedError     (403) the certificate's identity may not do this
-    ├── NotFoundError             (404) no such run, round, model or task
-    ├── ConflictError             (409) the request is valid but the state disagrees
-    │   ├── StaleModelError       (409) the update was trained on a model that is not current
-    │   ├── RoundNotOpenError     (409) the round is not accepting updates
-    │   └── DuplicateUpdateError  (409) another update was already accepted for (round, node)
-    └── TransportError            the node cannot reach or understand the aggregator
+FedsegError
+├── ConfigurationError        a setting is missing, insecure or inconsistent
+├── DataError                 a hospital's data folder cannot be read as BraTS/MSD
+├── PKIError                  a certificate, key or request cannot be made or read
+├── InvalidRequestError       (400) a request that cannot be understood
+│   └── MalformedUpdateError  (400) the body is not a readable safetensors file
+├── UpdateRejectedError       (422) a well-formed update that does not fit the model
+│   ├── SpecMismatchError     (422) key set, shape or dtype differs from the global model
+│   └── NonFiniteError        (422) NaN or infinity in a tensor
+├── PayloadTooLargeError      (413) the body passed the configured size limit
+├── PermissionDeniedError     (403) the certificate's identity may not do this
+├── NotFoundError             (404) no such run, round, model or task
+├── ConflictError             (409) the request is valid but the state disagrees
+│   ├── StaleModelError       (409) the update was trained on a model that is not current
+│   ├── RoundNotOpenError     (409) the round is not accepting updates
+│   └── DuplicateUpdateError  (409) another update was already accepted for (round, node)
+└── TransportError            the node cannot reach or understand the aggregator
 """
 
 from __future__ import annotations

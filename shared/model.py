@@ -15,7 +15,8 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    init_filters: int = Field(default=16, ge=1, le=64)
+    init_filters: int = Field(default=16, ge=8, le=128, multiple_of=8)
+    """A multiple of 8: SegResNet's GroupNorm uses 8 groups."""
     blocks_down: tuple[int, ...] = Field(default=(1, 2, 2, 4), min_length=1, max_length=6)
     blocks_up: tuple[int, ...] = Field(default=(1, 1, 1), min_length=0, max_length=5)
     in_channels: int = Field(default=4, ge=1)

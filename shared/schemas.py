@@ -140,7 +140,7 @@ class EvaluationReport(_Strict):
     round: int = Field(ge=1)
     task_nonce: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
     base_model: str = Field(pattern=SHA256_PATTERN)
-    num_samples: int = Field(ge=1)
+    num_samples: int = Field(ge=0, description="validation cases measured")
     metrics: UpdateMetrics
 
 

@@ -14,9 +14,10 @@ from services.aggregator.api.main import create_app
 from services.aggregator.core.blobs import BlobStore
 from services.aggregator.core.config import AggregatorSettings
 from services.aggregator.core.db import make_engine
-from services.aggregator.core.security import mutual_tls_config, server_ssl_context
+from services.aggregator.core.security import mutual_tls_config
 from services.aggregator.federation import Federation
 from shared.errors import ConfigurationError
+from shared.tls import server_ssl_context
 
 log = logging.getLogger("fedseg.aggregator")
 

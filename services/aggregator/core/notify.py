@@ -19,8 +19,9 @@ class Signal:
 
     async def wait(self, timeout: float) -> None:
         """Return when fired or after ``timeout`` seconds, whichever is first."""
-        if self._event is None:
-            self.bind(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        if self._event is None or self._loop is not loop:
+            self.bind(loop)
         assert self._event is not None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), timeout)

@@ -11,34 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from pathlib import Path
 from typing import Any
 
 from uvicorn import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 ASGIApp = Any
-
-
-def server_ssl_context(cert: Path, key: Path, ca: Path, crl: Path | None = None) -> ssl.SSLContext:
-    """TLS 1.2+ server context that requires a client certificate issued by ``ca``."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(cert), str(key))
-    context.load_verify_locations(cafile=str(ca))
-    context.verify_mode = ssl.CERT_REQUIRED
-    if crl is not None:
-        context.load_verify_locations(cafile=str(crl))
-        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-    return context
-
-
-def client_ssl_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
-    """TLS 1.2+ client context that presents ``cert`` and trusts only the federation CA."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(cert), str(key))
-    return context
 
 
 def tls_extension(der: bytes | None) -> dict[str, Any]:

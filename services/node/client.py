@@ -1,0 +1,160 @@
+"""The node's HTTP client for the aggregator: mTLS, retries with backoff, typed answers."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from shared import errors
+from shared.schemas import (
+    API_PREFIX,
+    Announcement,
+    EvaluationReport,
+    NodeView,
+    TaskPoll,
+    UpdateReceipt,
+)
+
+log = logging.getLogger("fedseg.node")
+T = TypeVar("T", bound=BaseModel)
+
+_ERRORS: dict[int, type[errors.FedsegError]] = {
+    400: errors.InvalidRequestError,
+    403: errors.PermissionDeniedError,
+    404: errors.NotFoundError,
+    409: errors.ConflictError,
+    413: errors.PayloadTooLargeError,
+    422: errors.UpdateRejectedError,
+}
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+def raise_for_answer(response: httpx.Response) -> None:
+    """Turn a 4xx into the matching FedsegError carrying the aggregator's detail."""
+    if response.is_success or response.status_code == 304:
+        return
+    try:
+        detail = str(response.json().get("detail"))
+    except ValueError:
+        detail = response.text[:500]
+    kind = _ERRORS.get(response.status_code, errors.TransportError)
+    if response.status_code == 409:
+        if "base model" in detail:
+            kind = errors.StaleModelError
+        elif "already has a different update" in detail:
+            kind = errors.DuplicateUpdateError
+        elif "is closed" in detail or "is aggregating" in detail or "is failed" in detail:
+            kind = errors.RoundNotOpenError
+    raise kind(f"aggregator answered {response.status_code}: {detail}")
+
+
+class AggregatorClient:
+    """Every call retries on network failure or 5xx, backing off up to ``max_backoff_s``.
+
+    Only the node opens connections (DESIGN 3.2); ``http`` is injectable so tests can drive
+    the real FastAPI app through ``httpx.ASGITransport``.
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        max_backoff_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+        max_attempts: int | None = None,
+    ) -> None:
+        self.http = http
+        self.max_backoff_s = max_backoff_s
+        self.sleep = sleep
+        self.max_attempts = max_attempts
+        self._jitter = random.Random()  # backoff jitter only; not privacy-relevant  # noqa: S311
+
+    def _send(self, request: Callable[[], httpx.Response], what: str) -> httpx.Response:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = request()
+                if response.status_code not in _RETRY_STATUS:
+                    raise_for_answer(response)
+                    return response
+                problem = f"HTTP {response.status_code}"
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            if self.max_attempts is not None and attempt >= self.max_attempts:
+                raise errors.TransportError(f"{what} failed after {attempt} attempts: {problem}")
+            delay = min(self.max_backoff_s, 0.5 * 2 ** min(attempt - 1, 16))
+            delay *= 0.5 + self._jitter.random() / 2
+            log.warning("%s failed (%s); retrying in %.1f s", what, problem, delay)
+            self.sleep(delay)
+
+    def _json(self, model: type[T], response: httpx.Response) -> T:
+        return model.model_validate_json(response.content)
+
+    def announce(self, body: Announcement) -> NodeView:
+        response = self._send(
+            lambda: self.http.post(
+                f"{API_PREFIX}/nodes/announce",
+                content=body.model_dump_json(),
+                headers={"content-type": "application/json"},
+            ),
+            "announce",
+        )
+        return self._json(NodeView, response)
+
+    def poll(self, wait_s: float) -> TaskPoll:
+        response = self._send(
+            lambda: self.http.get(
+                f"{API_PREFIX}/tasks/next",
+                params={"wait": wait_s},
+                timeout=httpx.Timeout(wait_s + 30.0),
+            ),
+            "polling for a task",
+        )
+        return self._json(TaskPoll, response)
+
+    def download_model(self, sha256: str, cache_dir: Path) -> Path:
+        """The model's safetensors file, from the local cache or the aggregator (verified)."""
+        target = cache_dir / f"{sha256}.safetensors"
+        if target.is_file():
+            return target
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        response = self._send(
+            lambda: self.http.get(f"{API_PREFIX}/models/{sha256}"),
+            f"downloading model {sha256[:12]}",
+        )
+        if hashlib.sha256(response.content).hexdigest() != sha256:
+            raise errors.TransportError(f"downloaded model does not hash to {sha256}")
+        temporary = target.with_suffix(".partial")
+        temporary.write_bytes(response.content)
+        temporary.replace(target)
+        return target
+
+    def upload_update(self, run_id: int, number: int, body: bytes) -> UpdateReceipt:
+        response = self._send(
+            lambda: self.http.put(
+                f"{API_PREFIX}/runs/{run_id}/rounds/{number}/update",
+                content=body,
+                headers={"content-type": "application/octet-stream"},
+            ),
+            f"uploading the update for round {number}",
+        )
+        return self._json(UpdateReceipt, response)
+
+    def report_evaluation(self, report: EvaluationReport) -> UpdateReceipt:
+        response = self._send(
+            lambda: self.http.post(
+                f"{API_PREFIX}/runs/{report.run_id}/rounds/{report.round}/evaluation",
+                content=report.model_dump_json(),
+                headers={"content-type": "application/json"},
+            ),
+            f"reporting the evaluation of round {report.round}",
+        )
+        return self._json(UpdateReceipt, response)

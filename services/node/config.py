@@ -1,0 +1,54 @@
+"""Node settings, from FEDSEG_* environment variables; the hospital's kit fills most of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class NodeSettings(BaseSettings):
+    """What a hospital node needs: where the aggregator is, its kit, its data."""
+
+    model_config = SettingsConfigDict(env_prefix="FEDSEG_", env_file=None, extra="ignore")
+
+    aggregator_url: str
+    tls_cert: Path
+    tls_key: Path
+    tls_ca: Path
+    data_dir: Path
+    state_dir: Path = Path("var/node")
+    device: str = "auto"
+    val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    split_seed: int = Field(default=0, ge=0)
+    poll_wait_s: float = Field(default=25.0, gt=0.0, le=300.0)
+    max_backoff_s: float = Field(default=30.0, gt=0.0)
+    request_timeout_s: float = Field(default=120.0, gt=0.0)
+    exit_when_done: bool = False
+    """Exit once the newest run has ended (for demos and tests); hospitals keep polling."""
+    log_level: str = "info"
+
+    @field_validator("aggregator_url")
+    @classmethod
+    def _https_only(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError(f"FEDSEG_AGGREGATOR_URL must start with https://, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> NodeSettings:
+        for setting, path in (
+            ("FEDSEG_TLS_CERT", self.tls_cert),
+            ("FEDSEG_TLS_KEY", self.tls_key),
+            ("FEDSEG_TLS_CA", self.tls_ca),
+        ):
+            if not path.is_file():
+                raise ValueError(f"{setting} points to {path}, which is not a file")
+        if self.tls_key.stat().st_mode & 0o077:
+            raise ValueError(
+                f"FEDSEG_TLS_KEY {self.tls_key} is readable by group or others; chmod 600 it"
+            )
+        if not self.data_dir.is_dir():
+            raise ValueError(f"FEDSEG_DATA_DIR {self.data_dir} is not a folder")
+        return self

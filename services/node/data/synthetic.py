@@ -1,0 +1,338 @@
+"""Deterministic synthetic BraTS-layout cases with per-site scanner differences, as real NIfTIs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+
+from services.node.data.brats import LABEL_SUFFIX, CaseFiles
+from services.node.data.cases import MODALITIES
+
+GENERATOR_VERSION = 1
+"""Bumped whenever synthesize_case changes its output, so old folders are regenerated."""
+
+MIN_SIDE = 16
+"""Smallest accepted volume side in voxels; below it the tumour shells cannot be resolved."""
+
+# Base intensity of each tissue (rows: CSF, grey matter, white matter, oedema, enhancing rim,
+# necrotic core; columns: t1, t1ce, t2, flair). Loosely follows clinical appearance: CSF dark
+# on T1 and FLAIR but bright on T2, oedema bright on T2/FLAIR, the rim bright on T1ce only,
+# the core dark on T1/T1ce and bright on T2.
+_TISSUE = np.array(
+    [
+        [0.25, 0.25, 1.20, 0.15],
+        [0.55, 0.55, 0.70, 0.60],
+        [0.75, 0.75, 0.50, 0.45],
+        [0.45, 0.45, 1.15, 1.25],
+        [0.55, 1.40, 0.80, 0.90],
+        [0.20, 0.25, 1.15, 0.70],
+    ],
+    dtype=np.float32,
+)
+_CSF, _GM, _WM, _OEDEMA, _RIM, _CORE = range(6)
+_MANIFEST = ".fedseg-synth-site{site}.json"
+_Volume = npt.NDArray[np.float32]
+_Grid = tuple[_Volume, _Volume, _Volume]
+
+
+@dataclass(frozen=True)
+class SiteProfile:
+    """How one hospital's scanner renders tissue; every field is per modality where a tuple.
+
+    intensity_scale: multiplies the tissue intensities (scanner units differ by site).
+    contrast_gamma: exponent applied to the tissue intensities (contrast differs by protocol).
+    bias_field_strength: std of the log of a smooth multiplicative bias field.
+    noise_std: std of additive Gaussian noise, as a fraction of intensity_scale.
+    """
+
+    intensity_scale: tuple[float, float, float, float]
+    contrast_gamma: tuple[float, float, float, float]
+    bias_field_strength: float
+    noise_std: float
+
+    def __post_init__(self) -> None:
+        for name in ("intensity_scale", "contrast_gamma"):
+            values = getattr(self, name)
+            if len(values) != 4 or min(values) <= 0:
+                raise ValueError(f"{name} must be 4 positive values, got {values}")
+        for name in ("bias_field_strength", "noise_std"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def site_profile(site_index: int) -> SiteProfile:
+    """The fixed scanner profile of site `site_index` (the same on every machine)."""
+    if site_index < 0:
+        raise ValueError(f"site_index must be >= 0, got {site_index}")
+    rng = np.random.default_rng([0x5EED, site_index])
+    scale = rng.uniform(300.0, 1500.0, 4).tolist()
+    gamma = rng.uniform(0.8, 1.25, 4).tolist()
+    return SiteProfile(
+        intensity_scale=(scale[0], scale[1], scale[2], scale[3]),
+        contrast_gamma=(gamma[0], gamma[1], gamma[2], gamma[3]),
+        bias_field_strength=float(rng.uniform(0.05, 0.3)),
+        noise_std=float(rng.uniform(0.01, 0.05)),
+    )
+
+
+def _upsample(values: _Volume, axis: int, size: int) -> _Volume:
+    """Interpolate `values` along `axis` to `size` samples with smoothstep weights."""
+    knots = values.shape[axis]
+    position = np.linspace(0.0, knots - 1.0, size)
+    left = np.minimum(np.floor(position).astype(np.int64), knots - 2)
+    frac = position - left
+    weight = (frac * frac * (3.0 - 2.0 * frac)).astype(np.float32)
+    weight = weight.reshape([size if dim == axis else 1 for dim in range(values.ndim)])
+    low, high = np.take(values, left, axis=axis), np.take(values, left + 1, axis=axis)
+    result: _Volume = low + (high - low) * weight
+    return result
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], cells: int) -> _Volume:
+    """Smooth random field [D, H, W] with zero mean and unit std, varying over ~1/cells of a side.
+
+    Value noise: Gaussian values on a coarse (cells + 1)^3 lattice, interpolated separably,
+    which costs a few passes over the volume instead of a full-volume Gaussian filter.
+    """
+    field = rng.standard_normal((cells + 1,) * 3).astype(np.float32)
+    for axis in (2, 1, 0):  # only the last pass touches the full volume
+        field = _upsample(field, axis, shape[axis])
+    field -= field.mean()
+    return field / max(float(field.std()), 1e-6)
+
+
+def _sigmoid(x: npt.NDArray[np.floating[Any]]) -> _Volume:
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * x)), dtype=np.float32)
+
+
+def _check_shape(shape: tuple[int, ...]) -> None:
+    if len(shape) != 3 or min(shape) < MIN_SIDE:
+        raise ValueError(f"shape must be 3 sides of at least {MIN_SIDE} voxels, got {shape}")
+
+
+def _anatomy(
+    rng: np.random.Generator, grid: _Grid, shape: tuple[int, int, int]
+) -> tuple[npt.NDArray[np.bool_], _Volume, _Volume, _Volume]:
+    """Brain mask, white-matter and CSF fractions (each [D, H, W]) and brain radii [3].
+
+    An irregular ellipsoid with a white-matter core, a cortical ribbon, sulcal CSF at the
+    surface and two lateral ventricles, blended softly as partial-volume voxels would be.
+    """
+    z, y, x = grid
+    radii = rng.uniform(0.78, 0.88, 3).astype(np.float32)
+    radius = np.sqrt((z / radii[0]) ** 2 + (y / radii[1]) ** 2 + (x / radii[2]) ** 2)
+    radius = radius + 0.04 * np.clip(_smooth_noise(rng, shape, 4), -2.5, 2.5)
+    white = _sigmoid((0.72 + 0.08 * _smooth_noise(rng, shape, 6) - radius) / 0.03)
+    ventricles = np.sqrt((z / 0.2) ** 2 + (y / 0.12) ** 2 + ((np.abs(x) - 0.12) / 0.07) ** 2)
+    csf = np.maximum(_sigmoid((1.0 - ventricles) / 0.15), _sigmoid((radius - 0.95) / 0.02))
+    return radius < 1.0, white, csf, radii
+
+
+def _tumour(
+    rng: np.random.Generator,
+    grid: _Grid,
+    brain: npt.NDArray[np.bool_],
+    radii: _Volume,
+) -> npt.NDArray[np.uint8]:
+    """BraTS label map [D, H, W]: core (1) inside the enhancing rim (4) inside oedema (2).
+
+    The core and rim are level sets of one noisy, rotated, anisotropic distance field, so the
+    nesting holds by construction; the centre is placed so that the rim stays in the brain.
+    """
+    shape = brain.shape
+    voxel = 2.0 / (min(shape) - 1)  # one voxel in normalised coordinates
+    direction = rng.standard_normal(3)
+    direction *= rng.uniform(0.0, 0.3) / np.linalg.norm(direction)
+    centre = (direction * radii).astype(np.float32)
+    rotation, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    stretch = rng.uniform(0.85, 1.2, 3)
+    offsets = [axis - centre[index] for index, axis in enumerate(grid)]
+    distance = np.zeros(shape, dtype=np.float32)
+    for row, scale in zip(rotation.astype(np.float32), stretch, strict=True):
+        along = row[0] * offsets[0] + row[1] * offsets[1] + row[2] * offsets[2]
+        distance += (along / np.float32(scale)) ** 2
+    distance = np.sqrt(distance)
+    oedema_radius = rng.uniform(0.2, 0.34)
+    rim_radius = oedema_radius * rng.uniform(0.5, 0.65)
+    core_radius = max(rim_radius * rng.uniform(0.45, 0.65), 1.5 * voxel)
+    rim_radius = max(rim_radius, core_radius + 2.5 * voxel)
+    solid = distance * (1.0 + 0.15 * np.clip(_smooth_noise(rng, shape, 5), -2.0, 2.0))
+    # Additive, so that the oedema reaches at most 1.5 radii from the centre.
+    diffuse = distance + 0.25 * oedema_radius * np.clip(_smooth_noise(rng, shape, 4), -2.0, 2.0)
+    seg = np.zeros(shape, dtype=np.uint8)
+    seg[((diffuse < oedema_radius) | (solid < rim_radius + 2.0 * voxel)) & brain] = 2
+    seg[(solid < rim_radius) & brain] = 4
+    seg[(solid < core_radius) & brain] = 1
+    return seg
+
+
+def synthesize_case(
+    shape: tuple[int, int, int], rng: np.random.Generator, profile: SiteProfile
+) -> tuple[_Volume, npt.NDArray[np.uint8]]:
+    """Draw one synthetic skull-stripped case; all randomness comes from `rng`.
+
+    Returns (image float32 [4, D, H, W] in MODALITIES order, zero outside the brain and
+    positive inside; seg uint8 [D, H, W] with BraTS labels 0, 1 necrotic core, 2 oedema,
+    4 enhancing rim). The site's profile sets contrast, bias field and noise.
+    """
+    _check_shape(shape)
+    axes = [np.linspace(-1.0, 1.0, side, dtype=np.float32) for side in shape]
+    grid = (axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :])
+    brain, white, csf, radii = _anatomy(rng, grid, shape)
+    seg = _tumour(rng, grid, brain, radii)
+    oedema, rim, core = seg == 2, seg == 4, seg == 1
+    texture = 1.0 + 0.04 * _smooth_noise(rng, shape, 12)
+    texture += 0.08 * (seg > 0) * _smooth_noise(rng, shape, 10)
+
+    image = np.zeros((len(MODALITIES), *shape), dtype=np.float32)
+    for channel in range(len(MODALITIES)):
+        level = _TISSUE[:, channel]
+        tissue = csf * level[_CSF] + (1.0 - csf) * (level[_GM] + white * (level[_WM] - level[_GM]))
+        # Oedema infiltrates tissue that stays partly visible; the solid tumour replaces it.
+        tissue[oedema] = 0.7 * level[_OEDEMA] + 0.3 * tissue[oedema]
+        tissue[rim], tissue[core] = level[_RIM], level[_CORE]
+        bias = np.exp(profile.bias_field_strength * _smooth_noise(rng, shape, 2))
+        noise = profile.noise_std * rng.standard_normal(shape, dtype=np.float32)
+        value = np.power(tissue * texture, profile.contrast_gamma[channel]) * bias + noise
+        # Clamp inside the brain so that zero keeps meaning "outside the brain".
+        value = np.maximum(value, 0.02) * profile.intensity_scale[channel]
+        image[channel] = np.where(brain, value, 0.0)
+    return image, seg
+
+
+def write_case(
+    root: Path,
+    case_id: str,
+    image: _Volume,
+    seg: npt.NDArray[np.uint8],
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> CaseFiles:
+    """Write image [4, D, H, W] and seg [D, H, W] as `root/<case_id>/<case_id>_<name>.nii.gz`.
+
+    The affine is diagonal with `spacing` (RAS+, millimetres), so the loader reads the arrays
+    back in the same axis order. Images are stored as float32, the label map as uint8.
+    """
+    if image.ndim != 4 or image.shape[0] != len(MODALITIES) or seg.shape != image.shape[1:]:
+        raise ValueError(
+            f"image must be [4, D, H, W] and seg [D, H, W], got {list(image.shape)} "
+            f"and {list(seg.shape)}"
+        )
+    files = _case_files(root, case_id)
+    (root / case_id).mkdir(parents=True, exist_ok=True)
+    affine = np.diag([*spacing, 1.0])
+    volumes = [*(image[c].astype(np.float32) for c in range(len(MODALITIES))), seg.astype(np.uint8)]
+    for path, volume in zip(_paths(files), volumes, strict=True):
+        # nibabel leaves these two unannotated.
+        nifti = nib.Nifti1Image(volume, affine)  # type: ignore[no-untyped-call]
+        nifti.header.set_xyzt_units("mm")  # type: ignore[no-untyped-call]
+        # nibabel compresses with mtime 0, so equal arrays give byte-identical files.
+        nib.save(nifti, path)
+    return files
+
+
+def _case_files(root: Path, case_id: str) -> CaseFiles:
+    """The BraTS file names of case `case_id` under `root`, all `.nii.gz`."""
+    t1, t1ce, t2, flair = (root / case_id / f"{case_id}_{name}.nii.gz" for name in MODALITIES)
+    return CaseFiles(
+        case_id, (t1, t1ce, t2, flair), root / case_id / f"{case_id}_{LABEL_SUFFIX}.nii.gz"
+    )
+
+
+def _paths(files: CaseFiles) -> list[Path]:
+    """The modality files then the label file of a case."""
+    return [*files.modalities, *([files.label] if files.label else [])]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _manifest_matches(manifest: Path, params: dict[str, object], files: list[CaseFiles]) -> bool:
+    """Whether `manifest` records `params` and every file still has its recorded hash."""
+    try:
+        recorded = json.loads(manifest.read_text())
+        paths = [path for case in files for path in _paths(case)]
+        return bool(
+            recorded["params"] == params
+            and set(recorded["sha256"]) == {path.name for path in paths}
+            and all(recorded["sha256"][path.name] == _sha256(path) for path in paths)
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def write_site(
+    root: Path, site_index: int, num_cases: int, shape: tuple[int, int, int], seed: int
+) -> list[CaseFiles]:
+    """Write cases `site<k>_case<NNN>` (NNN from 000) of site k under `root`; return their files.
+
+    Case i is drawn from the seed sequence [seed, site_index, i] with site_profile(site_index),
+    so equal arguments give byte-identical files. A hidden manifest in `root` records the
+    arguments and file hashes; when they match, nothing is rewritten. Other case folders of
+    the same site (from a larger num_cases) are removed so the site holds exactly these.
+    """
+    _check_shape(shape)
+    if num_cases < 1:
+        raise ValueError(f"num_cases must be >= 1, got {num_cases}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    profile = site_profile(site_index)
+    case_ids = [f"site{site_index}_case{i:03d}" for i in range(num_cases)]
+    files = [_case_files(root, case_id) for case_id in case_ids]
+    params: dict[str, object] = {
+        "generator_version": GENERATOR_VERSION,
+        "site_index": site_index,
+        "num_cases": num_cases,
+        "shape": list(shape),
+        "seed": seed,
+    }
+    manifest = root / _MANIFEST.format(site=site_index)
+    if _manifest_matches(manifest, params, files):
+        return files
+
+    root.mkdir(parents=True, exist_ok=True)
+    manifest.unlink(missing_ok=True)
+    pattern = re.compile(rf"site{site_index}_case\d+")
+    for stale in root.iterdir():
+        if stale.is_dir() and pattern.fullmatch(stale.name) and stale.name not in case_ids:
+            shutil.rmtree(stale)
+    for case_index, case_id in enumerate(case_ids):
+        rng = np.random.default_rng([seed, site_index, case_index])
+        image, seg = synthesize_case(shape, rng, profile)
+        write_case(root, case_id, image, seg)
+    hashes = {path.name: _sha256(path) for case in files for path in _paths(case)}
+    manifest.write_text(json.dumps({"params": params, "sha256": hashes}, indent=2, sort_keys=True))
+    return files
+
+
+def uneven_site_sizes(num_sites: int, total_cases: int, seed: int) -> list[int]:
+    """Split `total_cases` over `num_sites` unevenly (Dirichlet weights), each site >= 2.
+
+    The sizes sum to total_cases and are not all equal whenever that is possible.
+    """
+    if num_sites < 1:
+        raise ValueError(f"num_sites must be >= 1, got {num_sites}")
+    if total_cases < 2 * num_sites:
+        raise ValueError(
+            f"total_cases must be at least 2 per site ({2 * num_sites}), got {total_cases}"
+        )
+    spare = total_cases - 2 * num_sites
+    share = np.random.default_rng(seed).dirichlet(np.ones(num_sites)) * spare
+    extra = np.floor(share).astype(np.int64)
+    # Largest-remainder rounding keeps the total exact.
+    for index in np.argsort(extra - share, kind="stable")[: spare - int(extra.sum())]:
+        extra[index] += 1
+    sizes = [2 + int(count) for count in extra]
+    if num_sites > 1 and spare > 0 and len(set(sizes)) == 1:
+        sizes[0] += 1
+        sizes[-1] -= 1
+    return sizes

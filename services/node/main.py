@@ -1,0 +1,94 @@
+"""`fedseg-node`: one hospital's node; outbound HTTPS with its certificate, data stays here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+import torch
+
+from services.node.client import AggregatorClient
+from services.node.config import NodeSettings
+from services.node.data.brats import find_cases, load_cases, split_cases
+from services.node.runner import LocalData, NodeRunner
+from services.node.training import select_device
+from shared.errors import FedsegError
+from shared.identity import identity_from_certificate
+from shared.pki import load_certificate
+from shared.schemas import Announcement
+from shared.tls import client_ssl_context
+
+log = logging.getLogger("fedseg.node")
+VERSION = "0.1.0"
+
+
+def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(
+        prog="fedseg-node",
+        description="Run a fedseg hospital node. Every option can also be set as FEDSEG_<NAME>.",
+    )
+    parser.add_argument("--aggregator-url")
+    parser.add_argument("--tls-cert", type=Path)
+    parser.add_argument("--tls-key", type=Path)
+    parser.add_argument("--tls-ca", type=Path)
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--state-dir", type=Path)
+    parser.add_argument("--device")
+    parser.add_argument("--exit-when-done", action="store_true", default=None)
+    args = parser.parse_args(argv)
+    return {k: v for k, v in vars(args).items() if v is not None}
+
+
+def load_local_data(settings: NodeSettings) -> LocalData:
+    cases = find_cases(settings.data_dir)
+    train_files, val_files = split_cases(cases, settings.val_fraction, settings.split_seed)
+    return LocalData(train=load_cases(train_files), val=load_cases(val_files))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = NodeSettings(**parse_args(argv))  # type: ignore[arg-type]
+    except ValueError as exc:
+        print(f"fedseg-node: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        me = identity_from_certificate(load_certificate(settings.tls_cert))
+        device = select_device(settings.device)
+        data = load_local_data(settings)
+        context = client_ssl_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
+    except FedsegError as exc:
+        print(f"fedseg-node: cannot start: {exc}", file=sys.stderr)
+        return 2
+    log.info(
+        "node %s: %d training and %d validation cases on %s",
+        me.name, len(data.train), len(data.val), device,
+    )  # fmt: skip
+    http = httpx.Client(
+        base_url=settings.aggregator_url, verify=context, timeout=settings.request_timeout_s
+    )
+    with http:
+        client = AggregatorClient(http, max_backoff_s=settings.max_backoff_s)
+        client.announce(
+            Announcement(
+                software_version=f"fedseg {VERSION} torch {torch.__version__}",
+                device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+                num_train_cases=len(data.train),
+                num_val_cases=len(data.val),
+            )
+        )
+        runner = NodeRunner(client, data, settings.state_dir, device, me.name)
+        log.info("node %s on %s polling %s", me.name, platform.node(), settings.aggregator_url)
+        return runner.run(settings.poll_wait_s, settings.exit_when_done)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

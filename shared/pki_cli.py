@@ -1,0 +1,161 @@
+"""``fedseg-pki``: create the federation CA; issue, request, sign and inspect certificates."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from shared import pki
+from shared.errors import PKIError
+from shared.identity import Role
+
+PROG = "fedseg-pki"
+_PEER_ROLES = (Role.NODE.value, Role.ADMIN.value)
+_Command = Callable[[argparse.Namespace], None]
+
+
+class _UsageError(Exception):
+    """A command-line mistake argparse found; raised so ``main`` returns 2 instead of exiting."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; return 0, or 2 after printing a one-line error to stderr."""
+    try:
+        args = _parser().parse_args(argv)
+        args.run(args)
+    except (_UsageError, PKIError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _init(args: argparse.Namespace) -> None:
+    print(f"CA certificate: {pki.create_ca(args.dir)}")
+
+
+def _server(args: argparse.Namespace) -> None:
+    dns, ips = _sans(args)
+    _print_paths(pki.issue_server_certificate(args.dir, args.name, dns, ips))
+
+
+def _client(args: argparse.Namespace) -> None:
+    _print_paths(pki.issue_client_certificate(args.dir, args.name, Role(args.role)))
+
+
+def _csr(args: argparse.Namespace) -> None:
+    paths = pki.create_signing_request(args.out, args.name, Role(args.role))
+    print(f"private key: {paths.private_key} (keep it here; it never leaves this machine)")
+    print(f"request:     {paths.request} (send this to the federation's CA operator)")
+
+
+def _sign(args: argparse.Namespace) -> None:
+    print(f"certificate: {pki.sign_request(args.dir, args.csr, Role(args.role), args.out)}")
+
+
+def _bootstrap(args: argparse.Namespace) -> None:
+    dns, ips = _sans(args)
+    admins = args.admin if args.admin is not None else ["admin"]
+    pki.bootstrap(args.dir, args.nodes, admins, dns_names=dns, ip_addresses=ips)
+    print(f"PKI ready in {args.dir}")
+
+
+def _show(args: argparse.Namespace) -> None:
+    cert = pki.load_certificate(args.path)
+    roles = [
+        ou.value for ou in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    ]
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    now = datetime.now(UTC)
+    status = "expired" if now > end else "not yet valid" if now < start else "valid"
+    print(f"subject:  {cert.subject.rfc4514_string()}")
+    print(f"issuer:   {cert.issuer.rfc4514_string()}")
+    print(f"role:     {', '.join(str(r) for r in roles) or '(none)'}")
+    print(f"serial:   {cert.serial_number:x}")
+    print(f"validity: {start.isoformat()} to {end.isoformat()} ({status})")
+    print(f"SANs:     {', '.join(_describe_sans(cert)) or '(none)'}")
+
+
+def _describe_sans(cert: x509.Certificate) -> list[str]:
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    dns = [f"DNS:{name}" for name in sans.get_values_for_type(x509.DNSName)]
+    return dns + [f"IP:{ip}" for ip in sans.get_values_for_type(x509.IPAddress)]
+
+
+def _sans(args: argparse.Namespace) -> tuple[Sequence[str], Sequence[str]]:
+    # argparse's "extend" would append to a non-empty default, so defaults are applied here.
+    dns = pki.DEFAULT_DNS_NAMES if args.dns is None else args.dns
+    return dns, pki.DEFAULT_IP_ADDRESSES if args.ip is None else args.ip
+
+
+def _print_paths(paths: pki.CertificatePaths) -> None:
+    print(f"certificate: {paths.certificate}")
+    print(f"private key: {paths.private_key}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Manage the fedseg federation's certificates.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: _Command, help_text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
+        sub.set_defaults(run=run)
+        return sub
+
+    def pki_dir(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--dir", type=Path, required=True, help="folder holding ca.pem, ca-key.pem"
+        )
+
+    def san_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--dns", nargs="+", action="extend", metavar="NAME", help="default: localhost"
+        )
+        sub.add_argument(
+            "--ip", nargs="+", action="extend", metavar="ADDR", help="default: 127.0.0.1"
+        )
+
+    pki_dir(command("init", _init, "create the federation CA (keeps an existing one)"))
+    server = command("server", _server, "issue the aggregator's TLS server certificate")
+    pki_dir(server)
+    server.add_argument("--name", default="aggregator", help="server name (CN)")
+    san_options(server)
+    client = command("client", _client, "issue a node or admin certificate with its key")
+    pki_dir(client)
+    client.add_argument("--name", required=True, help="holder name (CN)")
+    client.add_argument("--role", required=True, choices=_PEER_ROLES)
+    csr = command("csr", _csr, "hospital side: create a private key and a signing request")
+    csr.add_argument("--out", type=Path, required=True, help="folder for the key and request")
+    csr.add_argument("--name", required=True, help="holder name (CN)")
+    csr.add_argument("--role", default=Role.NODE.value, choices=_PEER_ROLES)
+    sign = command("sign", _sign, "CA side: sign a hospital's request")
+    pki_dir(sign)
+    sign.add_argument("--csr", type=Path, required=True, help="the .csr file to sign")
+    sign.add_argument("--role", required=True, choices=_PEER_ROLES)
+    sign.add_argument("--out", type=Path, required=True, help="where to write the certificate")
+    boot = command("bootstrap", _bootstrap, "create the CA and every missing certificate")
+    pki_dir(boot)
+    boot.add_argument("--nodes", nargs="+", required=True, metavar="NAME", help="node names")
+    boot.add_argument("--admin", nargs="+", action="extend", metavar="NAME", help="default: admin")
+    san_options(boot)
+    show = command("show", _show, "print a certificate's subject, role, serial and validity")
+    show.add_argument("path", type=Path, help="PEM certificate file")
+    return parser
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,295 @@
+"""Upload endpoint: idempotency, binding to the caller's task, and every rejection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import func, select
+from starlette.testclient import TestClient
+
+from services.aggregator.federation import Federation
+from services.aggregator.state.models import Update
+from shared.schemas import Task, TaskPoll
+from tests.services.aggregator.support import tiny_run, update_for, zero_delta
+
+ClientAs = Callable[..., TestClient]
+OCTET = {"content-type": "application/octet-stream"}
+
+
+@pytest.fixture
+def started(client_as: ClientAs, federation: Federation) -> dict[str, Task]:
+    """A run over site-1 and site-2, each holding its round-1 task."""
+    created = client_as("admin").post("/api/v1/runs", json=tiny_run().model_dump(mode="json"))
+    assert created.status_code == 201, created.text
+    tasks = {}
+    for name in ("site-1", "site-2"):
+        poll = TaskPoll.model_validate(client_as(name).get("/api/v1/tasks/next").json())
+        assert poll.task is not None
+        tasks[name] = poll.task
+    return tasks
+
+
+def _put(client: TestClient, task: Task, body: bytes) -> object:
+    return client.put(f"/api/v1/runs/{task.run_id}/rounds/{task.round}/update", content=body,
+                      headers=OCTET)  # fmt: skip
+
+
+def _snapshot(federation: Federation) -> tuple[int, list[str]]:
+    with federation._sessions() as session:
+        rows = int(session.scalar(select(func.count()).select_from(Update)) or 0)
+    files = sorted(
+        str(p.relative_to(federation.blobs.root))
+        for p in federation.blobs.root.rglob("*")
+        if p.is_file()
+    )
+    return rows, files
+
+
+def _base(federation: Federation, task: Task) -> Path:
+    return federation.blobs.open_path(task.base_model)
+
+
+def test_upload_accepted_then_same_bytes_idempotent(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    task = started["site-1"]
+    body = update_for(task, zero_delta(_base(federation, task)))
+    first = _put(client_as("site-1"), task, body)
+    again = _put(client_as("site-1"), task, body)
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    assert first.json()["node"] == "site-1"
+    assert _snapshot(federation)[0] == 1
+
+
+def test_upload_different_bytes_for_same_round_conflicts(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    task = started["site-1"]
+    delta = zero_delta(_base(federation, task))
+    assert _put(client_as("site-1"), task, update_for(task, delta)).status_code == 201
+    other = update_for(task, delta, num_samples=4)
+    response = _put(client_as("site-1"), task, other)
+    assert response.status_code == 409
+    assert response.json()["detail"].startswith(
+        "node site-1 already has a different update accepted for run 1 round 1"
+    )
+
+
+def test_node_cannot_upload_with_another_nodes_task(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    stolen = started["site-1"]
+    before = _snapshot(federation)
+    response = _put(
+        client_as("site-2"), stolen, update_for(stolen, zero_delta(_base(federation, stolen)))
+    )
+    assert response.status_code == 403
+    assert response.json()["detail"] == (
+        "task nonce does not match the task issued to node site-2 for round 1"
+    )
+    assert _snapshot(federation) == before
+
+
+def test_node_without_task_is_refused(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    task = started["site-1"]
+    response = _put(
+        client_as("site-3"), task, update_for(task, zero_delta(_base(federation, task)))
+    )
+    assert response.status_code == 403
+    assert response.json()["detail"] == "no task was issued to node site-3 for run 1 round 1"
+
+
+def test_upload_for_round_not_given_is_refused(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    task = started["site-1"]
+    body = update_for(task, zero_delta(_base(federation, task)), round=2)
+    response = client_as("site-1").put(
+        "/api/v1/runs/1/rounds/2/update", content=body, headers=OCTET
+    )
+    assert response.status_code == 404
+    assert response.json()["detail"] == "run 1 has no round 2"
+    mismatched = client_as("site-1").put(
+        "/api/v1/runs/1/rounds/1/update", content=body, headers=OCTET
+    )
+    assert mismatched.status_code == 400
+    assert mismatched.json()["detail"] == (
+        "the body is for run 1 round 2, but was sent to run 1 round 1"
+    )
+
+
+def test_admin_certificate_cannot_upload(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    task = started["site-1"]
+    response = _put(client_as("admin"), task, b"x")
+    assert response.status_code == 403
+    assert (
+        response.json()["detail"] == "this endpoint needs a node certificate; admin has role admin"
+    )
+
+
+def _corrupt(kind: str, delta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    name = next(iter(delta))
+    bad = dict(delta)
+    if kind == "missing":
+        del bad[name]
+    elif kind == "extra":
+        bad["intruder.weight"] = torch.zeros(2)
+    elif kind == "shape":
+        bad[name] = torch.zeros(delta[name].numel() + 1)
+    elif kind == "dtype":
+        bad[name] = delta[name].to(torch.float64)
+    elif kind == "nan":
+        bad[name] = delta[name].clone().reshape(-1)
+        bad[name][0] = float("nan")
+        bad[name] = bad[name].reshape(delta[name].shape)
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "detail_start"),
+    [
+        ("missing", 422, "update key set differs from the global model: missing "),
+        (
+            "extra",
+            422,
+            "update key set differs from the global model: missing none, unexpected 'intruder.weight'",
+        ),
+        ("shape", 422, "tensor "),
+        ("dtype", 422, "tensor "),
+        ("nan", 422, "tensor "),
+    ],
+)
+def test_bad_tensors_rejected_and_nothing_changes(
+    client_as: ClientAs,
+    federation: Federation,
+    started: dict[str, Task],
+    kind: str,
+    status: int,
+    detail_start: str,
+) -> None:
+    task = started["site-1"]
+    before = _snapshot(federation)
+    delta = _corrupt(kind, zero_delta(_base(federation, task)))
+    response = _put(client_as("site-1"), task, update_for(task, delta))
+    assert response.status_code == status
+    detail = response.json()["detail"]
+    assert detail.startswith(detail_start)
+    expected_tail = {
+        "shape": "the global model's is",
+        "dtype": "has dtype F64, the global model's is F32",
+        "nan": "holds 1 non-finite values (NaN or inf)",
+    }.get(kind)
+    if expected_tail:
+        assert expected_tail in detail
+    assert _snapshot(federation) == before
+
+
+def test_malformed_body_rejected(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    task = started["site-1"]
+    before = _snapshot(federation)
+    response = _put(client_as("site-1"), task, b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("body is not a readable safetensors file: ")
+    assert _snapshot(federation) == before
+
+
+def test_update_without_manifest_rejected(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    from shared.tensors import to_bytes
+
+    task = started["site-1"]
+    response = _put(client_as("site-1"), task, to_bytes(zero_delta(_base(federation, task))))
+    assert response.status_code == 400
+    assert response.json()["detail"] == "update has no 'fedseg.manifest' entry in its metadata"
+
+
+def test_oversized_body_rejected_while_streaming(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    task = started["site-1"]
+    before = _snapshot(federation)
+    limit = 4 * 1024 * 1024
+
+    def chunks() -> object:
+        for _ in range(limit // 65536 + 2):
+            yield b"\0" * 65536
+
+    response = client_as("site-1").put(
+        "/api/v1/runs/1/rounds/1/update", content=chunks(), headers=OCTET
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"] == (
+        f"update body exceeds the limit of {limit} bytes; nothing was stored"
+    )
+    assert _snapshot(federation) == before
+
+
+def test_oversized_declared_length_rejected_before_reading(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    task = started["site-1"]
+    body = b"\0" * (4 * 1024 * 1024 + 1)
+    response = _put(client_as("site-1"), task, body)
+    assert response.status_code == 413
+    assert response.json()["detail"].startswith(f"update body of {len(body)} bytes exceeds")
+
+
+def test_stale_base_model_rejected(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    task = started["site-1"]
+    before = _snapshot(federation)
+    body = update_for(task, zero_delta(_base(federation, task)), base_model="0" * 64)
+    response = _put(client_as("site-1"), task, body)
+    assert response.status_code == 409
+    assert response.json()["detail"] == (
+        f"update was computed from model 000000000000…, but round 1's base model is "
+        f"{task.base_model[:12]}…"
+    )
+    assert _snapshot(federation) == before
+
+
+def test_wrong_content_type_rejected(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    response = client_as("site-1").put(
+        "/api/v1/runs/1/rounds/1/update",
+        content=b"{}",
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"] == "an update must be sent as application/octet-stream"
+
+
+def test_upload_after_round_closed_is_refused(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    for name in ("site-1", "site-2"):
+        task = started[name]
+        assert (
+            _put(
+                client_as(name), task, update_for(task, zero_delta(_base(federation, task)))
+            ).status_code
+            == 201
+        )
+    federation.advance()
+    federation.advance()
+    # site-1's identical bytes still get their receipt; a changed update gets 409.
+    task = started["site-1"]
+    delta = zero_delta(_base(federation, task))
+    assert _put(client_as("site-1"), task, update_for(task, delta)).status_code == 200
+    assert (
+        _put(client_as("site-1"), task, update_for(task, delta, num_samples=9)).status_code == 409
+    )
