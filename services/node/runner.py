@@ -107,7 +107,8 @@ class NodeRunner:
             log.info("round %d: evaluated the final model: %s", task.round, _fmt(dice_global))
             return
         started = time.perf_counter()
-        plan = task.plan.model_copy(update={"seed": round_seed(task.plan.seed, task.round, self.name)})
+        seed = round_seed(task.plan.seed, task.round, self.name)
+        plan = task.plan.model_copy(update={"seed": seed})
         result = train_local(model, self.data.train, plan, self.device)
         dice_local = self._validate(model, task)
         trained = {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -67,7 +67,8 @@ def _require(role: Role, action: str) -> object:
         if identity.role != role:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
-                f"{action} needs a {role} certificate; {identity.name} has role {identity.role}",
+                f"{action} needs {'an' if role[0] in 'aeiou' else 'a'} {role} certificate; "
+                f"{identity.name} has role {identity.role}",
             )
         return identity
 

@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
 
 from services.node.data.cases import MODALITIES, Case
 from shared.errors import DataError
@@ -29,7 +30,7 @@ _ET_LABELS = (3, 4)
 _KNOWN_LABELS = (0, 1, 2, 3, 4)
 
 # What a damaged or non-NIfTI file raises inside nibabel, numpy or gzip.
-_READ_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error)
+_READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from services.node.data.cases import MODALITIES
 GENERATOR_VERSION = 1
 """Bumped whenever synthesize_case changes its output, so old folders are regenerated."""
 
-MIN_SIDE = 16
+MIN_SIDE = 24
 """Smallest accepted volume side in voxels; below it the tumour shells cannot be resolved."""
 
 # Base intensity of each tissue (rows: CSF, grey matter, white matter, oedema, enhancing rim,
@@ -150,29 +150,47 @@ def _tumour(
     """
     shape = brain.shape
     voxel = 2.0 / (min(shape) - 1)  # one voxel in normalised coordinates
-    direction = rng.standard_normal(3)
-    direction *= rng.uniform(0.0, 0.3) / np.linalg.norm(direction)
-    centre = (direction * radii).astype(np.float32)
-    rotation, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    oedema_radius = rng.uniform(0.2, 0.34)
+    rim_radius = oedema_radius * rng.uniform(0.5, 0.65)
+    core_radius = max(rim_radius * rng.uniform(0.45, 0.65), 1.5 * voxel)
+    rim_radius = max(rim_radius, core_radius + 2.5 * voxel)
     stretch = rng.uniform(0.85, 1.2, 3)
+    # The solid field below is at least 0.7 x the distance, so the rim reaches at most `reach`
+    # from the centre; the brain holds a ball of 0.9 x its smallest radius around the origin.
+    reach = (rim_radius + voxel) / 0.7 * stretch.max()
+    direction = rng.standard_normal(3)
+    offset = np.clip(0.9 * radii.min() - reach, 0.0, 0.3) * rng.uniform()
+    centre = (direction * offset / np.linalg.norm(direction)).astype(np.float32)
+    rotation, _ = np.linalg.qr(rng.standard_normal((3, 3)))
     offsets = [axis - centre[index] for index, axis in enumerate(grid)]
     distance = np.zeros(shape, dtype=np.float32)
     for row, scale in zip(rotation.astype(np.float32), stretch, strict=True):
         along = row[0] * offsets[0] + row[1] * offsets[1] + row[2] * offsets[2]
         distance += (along / np.float32(scale)) ** 2
     distance = np.sqrt(distance)
-    oedema_radius = rng.uniform(0.2, 0.34)
-    rim_radius = oedema_radius * rng.uniform(0.5, 0.65)
-    core_radius = max(rim_radius * rng.uniform(0.45, 0.65), 1.5 * voxel)
-    rim_radius = max(rim_radius, core_radius + 2.5 * voxel)
     solid = distance * (1.0 + 0.15 * np.clip(_smooth_noise(rng, shape, 5), -2.0, 2.0))
     # Additive, so that the oedema reaches at most 1.5 radii from the centre.
     diffuse = distance + 0.25 * oedema_radius * np.clip(_smooth_noise(rng, shape, 4), -2.0, 2.0)
+    # Each shell also covers the dilated shell inside it, so no voxel of the core touches
+    # oedema and no voxel of the rim touches background, however steep the noise.
+    core = solid < core_radius
+    rim = (solid < rim_radius) | _dilate(core)
+    oedema = ((diffuse < oedema_radius) | _dilate(_dilate(rim))) & brain
     seg = np.zeros(shape, dtype=np.uint8)
-    seg[((diffuse < oedema_radius) | (solid < rim_radius + 2.0 * voxel)) & brain] = 2
-    seg[(solid < rim_radius) & brain] = 4
-    seg[(solid < core_radius) & brain] = 1
+    seg[oedema], seg[rim & brain], seg[core & brain] = 2, 4, 1
     return seg
+
+
+def _dilate(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Grow a mask [D, H, W] by one voxel along each axis (6-connectivity)."""
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= mask[:, :-1]
+    grown[:, :-1] |= mask[:, 1:]
+    grown[:, :, 1:] |= mask[:, :, :-1]
+    grown[:, :, :-1] |= mask[:, :, 1:]
+    return grown
 
 
 def synthesize_case(

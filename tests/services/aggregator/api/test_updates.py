@@ -161,7 +161,8 @@ def _corrupt(kind: str, delta: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         (
             "extra",
             422,
-            "update key set differs from the global model: missing none, unexpected 'intruder.weight'",
+            "update key set differs from the global model: "
+            "missing none, unexpected 'intruder.weight'",
         ),
         ("shape", 422, "tensor "),
         ("dtype", 422, "tensor "),
@@ -218,7 +219,6 @@ def test_update_without_manifest_rejected(
 def test_oversized_body_rejected_while_streaming(
     client_as: ClientAs, federation: Federation, started: dict[str, Task]
 ) -> None:
-    task = started["site-1"]
     before = _snapshot(federation)
     limit = 4 * 1024 * 1024
 

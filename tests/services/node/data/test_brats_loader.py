@@ -159,6 +159,17 @@ def test_load_case_truncated_file_names_the_file(tmp_path: Path) -> None:
         load_case(find_cases(tmp_path)[0])
 
 
+def test_load_case_bad_header_names_the_file(tmp_path: Path) -> None:
+    write_brats_case(tmp_path, "case_a", example_seg(), ext=".nii")
+    t1ce = tmp_path / "case_a" / "case_a_t1ce.nii"
+    content = bytearray(t1ce.read_bytes())
+    content[70:72] = (4095).to_bytes(2, "little")  # the NIfTI-1 datatype code
+    t1ce.write_bytes(bytes(content))
+
+    with pytest.raises(DataError, match=re.escape(f"File {t1ce} is not a readable NIfTI volume")):
+        load_case(find_cases(tmp_path)[0])
+
+
 def test_load_case_unknown_label_names_the_file_and_values(tmp_path: Path) -> None:
     seg = example_seg()
     seg[0, 0, 0], seg[0, 0, 1] = 7, 5

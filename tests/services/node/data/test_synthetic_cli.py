@@ -14,7 +14,7 @@ from services.node.data.synthetic_cli import main
 
 def test_main_writes_one_site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
-        ["--out", str(tmp_path), "--site", "2", "--cases", "2", "--shape", "16", "24", "32"]
+        ["--out", str(tmp_path), "--site", "2", "--cases", "2", "--shape", "24", "24", "32"]
     )
 
     assert code == 0
@@ -40,7 +40,7 @@ def test_main_rejects_missing_arguments() -> None:
 
 
 def test_module_runs_as_a_script(tmp_path: Path) -> None:
-    args = ["--out", str(tmp_path), "--site", "0", "--cases", "1", "--shape", "16", "16", "16"]
+    args = ["--out", str(tmp_path), "--site", "0", "--cases", "1", "--shape", "24", "24", "24"]
     result = subprocess.run(
         [sys.executable, "-m", "services.node.data.synthetic_cli", *args],
         capture_output=True,

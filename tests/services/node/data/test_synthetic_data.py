@@ -146,7 +146,7 @@ def test_site_profile_rejects_negative_index() -> None:
 
 
 def test_synthesize_case_rejects_small_shape() -> None:
-    with pytest.raises(ValueError, match=r"at least 16 voxels, got \(8, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"at least 24 voxels, got \(8, 32, 32\)"):
         synthesize_case((8, 32, 32), np.random.default_rng(0), site_profile(0))
 
 

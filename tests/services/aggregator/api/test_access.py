@@ -1,0 +1,123 @@
+"""Who may call what: admin-only controls, status for everyone, revocation without restart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+from services.aggregator.api.main import create_app
+from services.aggregator.core.config import AggregatorSettings
+from services.aggregator.federation import Federation
+from shared.pki import load_certificate
+from shared.schemas import RoundView, RunView, TaskPoll
+from tests.services.aggregator.support import tiny_run
+
+ClientAs = Callable[..., TestClient]
+
+
+def test_admin_creates_run_and_node_cannot(client_as: ClientAs) -> None:
+    body = tiny_run().model_dump(mode="json")
+    refused = client_as("site-1").post("/api/v1/runs", json=body)
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "detail": "this endpoint needs an admin certificate; site-1 has role node"
+    }
+    created = client_as("admin").post("/api/v1/runs", json=body)
+    assert created.status_code == 201
+    run = RunView.model_validate(created.json())
+    assert (run.id, run.state, run.current_round, run.expected_nodes) == (
+        1,
+        "running",
+        1,
+        ["site-1", "site-2"],
+    )
+
+
+def test_node_cannot_pause_abort_or_revoke(client_as: ClientAs) -> None:
+    client_as("admin").post("/api/v1/runs", json=tiny_run().model_dump(mode="json"))
+    node = client_as("site-1")
+    for path in ("/api/v1/runs/1/pause", "/api/v1/runs/1/resume", "/api/v1/runs/1/abort"):
+        assert node.post(path).status_code == 403
+    revoke = node.post("/api/v1/revocations", json={"serial": "ab", "name": "site-2"})
+    assert revoke.status_code == 403
+
+
+def test_admin_pauses_and_resumes(client_as: ClientAs) -> None:
+    admin = client_as("admin")
+    admin.post("/api/v1/runs", json=tiny_run().model_dump(mode="json"))
+    assert admin.post("/api/v1/runs/1/pause").json()["state"] == "paused"
+    again = admin.post("/api/v1/runs/1/pause")
+    assert again.status_code == 409
+    assert again.json()["detail"] == "run 1 is paused; it cannot become paused"
+    assert admin.post("/api/v1/runs/1/resume").json()["state"] == "running"
+
+
+def test_status_is_readable_by_nodes_and_admins(client_as: ClientAs) -> None:
+    client_as("admin").post("/api/v1/runs", json=tiny_run().model_dump(mode="json"))
+    for name in ("site-1", "admin"):
+        rounds = client_as(name).get("/api/v1/rounds")
+        assert rounds.status_code == 200
+        (only,) = [RoundView.model_validate(r) for r in rounds.json()]
+        assert (only.round, only.state, only.reported_nodes) == (1, "open", [])
+    assert client_as("site-3").get("/api/v1/runs/1").json()["id"] == 1
+    missing = client_as("admin").get("/api/v1/runs/9")
+    assert (missing.status_code, missing.json()) == (404, {"detail": "no run 9"})
+
+
+def test_admin_cannot_poll_for_tasks(client_as: ClientAs) -> None:
+    response = client_as("admin").get("/api/v1/tasks/next")
+    assert response.status_code == 403
+
+
+def test_request_without_certificate_is_unauthorised(
+    settings: AggregatorSettings, federation: Federation
+) -> None:
+    app = create_app(settings, federation)
+    response = TestClient(app, base_url="https://t").get("/api/v1/rounds")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "a client certificate is required"}
+
+
+def test_revoked_certificate_refused_on_next_request(client_as: ClientAs, pki_dir: Path) -> None:
+    admin = client_as("admin")
+    admin.post("/api/v1/runs", json=tiny_run().model_dump(mode="json"))
+    node = client_as("site-2")
+    assert TaskPoll.model_validate(node.get("/api/v1/tasks/next").json()).task is not None
+    serial = load_certificate(pki_dir / "site-2.pem").serial_number
+    revoked = admin.post(
+        "/api/v1/revocations", json={"serial": f"{serial:x}", "name": "site-2", "reason": "left"}
+    )
+    assert revoked.status_code == 204
+    refused = node.get("/api/v1/tasks/next")
+    assert refused.status_code == 403
+    assert refused.json() == {"detail": f"certificate {serial:x} of site-2 has been revoked"}
+    assert client_as("site-1").get("/api/v1/tasks/next").status_code == 200
+
+
+def test_model_download_with_etag(client_as: ClientAs, federation: Federation) -> None:
+    client_as("admin").post("/api/v1/runs", json=tiny_run().model_dump(mode="json"))
+    node = client_as("site-1")
+    task = TaskPoll.model_validate(node.get("/api/v1/tasks/next").json()).task
+    assert task is not None
+    response = node.get(f"/api/v1/models/{task.base_model}")
+    assert response.status_code == 200
+    assert response.headers["etag"] == f'"{task.base_model}"'
+    assert response.content == federation.blobs.open_path(task.base_model).read_bytes()
+    cached = node.get(
+        f"/api/v1/models/{task.base_model}", headers={"if-none-match": f'"{task.base_model}"'}
+    )
+    assert (cached.status_code, cached.content) == (304, b"")
+    unknown = node.get(f"/api/v1/models/{'a' * 64}")
+    assert (unknown.status_code, unknown.json()) == (
+        404,
+        {"detail": f"no model version {'a' * 64}"},
+    )
+
+
+def test_metrics_in_prometheus_text(client_as: ClientAs) -> None:
+    client_as("admin").post("/api/v1/runs", json=tiny_run().model_dump(mode="json"))
+    text = client_as("admin").get("/api/v1/metrics").text
+    assert 'fedseg_rounds{state="open"} 1' in text
+    assert "fedseg_updates_accepted 0" in text

@@ -1,0 +1,254 @@
+"""The state contract, run on SQLite and on PostgreSQL: rounds, quorum, deadlines, FedAvg."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+
+from services.aggregator.federation import Federation
+from services.aggregator.state.updates import Received
+from shared.errors import ConflictError, InvalidRequestError
+from shared.identity import Identity, Role
+from shared.schemas import RoundKind, RoundState, RunState, Task
+from shared.tensors import load_file, sha256_file
+from tests.services.aggregator.support import FakeClock, tiny_run, update_for, zero_delta
+
+ADMIN = Identity("admin", Role.ADMIN, 1)
+
+
+def node(name: str) -> Identity:
+    return Identity(name, Role.NODE, 100 + int(name.split("-")[1]))
+
+
+def task_of(federation: Federation, name: str) -> Task:
+    poll = federation.poll(node(name))
+    assert poll.task is not None, f"{name} got no task"
+    return poll.task
+
+
+def submit(
+    federation: Federation, tmp_path: Path, name: str, delta: dict[str, torch.Tensor], samples: int
+) -> None:
+    task = task_of(federation, name)
+    path = tmp_path / f"{name}-{task.round}.upload"
+    path.write_bytes(update_for(task, delta, num_samples=samples))
+    staged = federation.blobs.new_temporary()
+    staged.write_bytes(path.read_bytes())
+    received = Received(staged, sha256_file(staged), staged.stat().st_size)
+    _, new = federation.accept_update(node(name), task.run_id, task.round, received)
+    assert new
+
+
+def settle(federation: Federation) -> None:
+    while federation.advance():
+        pass
+
+
+def test_round_closes_with_sample_weighted_fedavg(federation: Federation, tmp_path: Path) -> None:
+    federation.create_run(ADMIN, tiny_run())
+    base_sha = task_of(federation, "site-1").base_model
+    base = load_file(federation.blobs.open_path(base_sha))
+    ones = {k: torch.ones_like(v) for k, v in base.items()}
+    submit(federation, tmp_path, "site-1", ones, samples=1)
+    submit(federation, tmp_path, "site-2", {k: 4 * v for k, v in ones.items()}, samples=3)
+    settle(federation)
+    first, second = federation.list_rounds()
+    assert (first.state, first.reported_nodes, first.num_samples) == (
+        RoundState.CLOSED,
+        ["site-1", "site-2"],
+        4,
+    )
+    assert second.state == RoundState.OPEN and second.base_model == first.result_model
+    merged = load_file(federation.blobs.open_path(first.result_model or ""))
+    for name, tensor in base.items():
+        # (1 * 1 + 3 * 4) / 4 = 3.25
+        torch.testing.assert_close(merged[name], tensor + 3.25, rtol=0, atol=1e-6)
+
+
+def test_fedavg_is_deterministic_for_same_updates(
+    federation: Federation, tmp_path: Path, clock: FakeClock
+) -> None:
+    federation.create_run(ADMIN, tiny_run(rounds=1))
+    base = load_file(federation.blobs.open_path(task_of(federation, "site-1").base_model))
+    gen = torch.Generator().manual_seed(3)
+    deltas = {
+        n: {k: torch.randn(v.shape, generator=gen) for k, v in base.items()}
+        for n in ("site-1", "site-2")
+    }
+    submit(federation, tmp_path, "site-2", deltas["site-2"], samples=5)
+    submit(federation, tmp_path, "site-1", deltas["site-1"], samples=2)
+    settle(federation)
+    produced = federation.list_rounds()[0].result_model
+    expected = {
+        k: base[k]
+        + (2 * deltas["site-1"][k].double() + 5 * deltas["site-2"][k].double()).div(7).float()
+        for k in base
+    }
+    merged = load_file(federation.blobs.open_path(produced or ""))
+    for k in base:
+        torch.testing.assert_close(merged[k], expected[k], rtol=0, atol=1e-6)
+
+
+def test_full_run_ends_with_evaluation_round(federation: Federation, tmp_path: Path) -> None:
+    from shared.schemas import EvaluationReport, RegionDice, UpdateMetrics
+
+    run = federation.create_run(ADMIN, tiny_run(rounds=1))
+    base = load_file(federation.blobs.open_path(task_of(federation, "site-1").base_model))
+    for name in ("site-1", "site-2"):
+        submit(
+            federation,
+            tmp_path,
+            name,
+            zero_delta(federation.blobs.open_path(task_of(federation, name).base_model)),
+            2,
+        )
+    settle(federation)
+    evaluation = task_of(federation, "site-1")
+    assert evaluation.kind == RoundKind.EVALUATE and evaluation.round == 2
+    dice = RegionDice(tc=0.5, wt=0.7, et=0.3, mean=0.5)
+    for name in ("site-1", "site-2"):
+        t = task_of(federation, name)
+        federation.accept_evaluation(
+            node(name),
+            t.run_id,
+            t.round,
+            EvaluationReport(
+                run_id=t.run_id, round=t.round, task_nonce=t.task_nonce, base_model=t.base_model,
+                num_samples=2, metrics=UpdateMetrics(dice_global=dice),
+            ),
+        )  # fmt: skip
+    settle(federation)
+    assert federation.get_run(run.id).state == RunState.COMPLETED
+    last = federation.get_round(run.id, 2)
+    assert last.mean_dice_global == dice
+    assert federation.poll(node("site-1")).run_state == RunState.COMPLETED
+    assert base  # the initial model stayed loadable throughout
+
+
+def test_poll_hands_out_the_same_task_again(federation: Federation) -> None:
+    federation.create_run(ADMIN, tiny_run())
+    assert task_of(federation, "site-1") == task_of(federation, "site-1")
+    assert task_of(federation, "site-1").task_nonce != task_of(federation, "site-2").task_nonce
+
+
+def test_node_not_in_run_gets_no_task(federation: Federation) -> None:
+    federation.create_run(ADMIN, tiny_run())
+    poll = federation.poll(node("site-3"))
+    assert (poll.task, poll.run_id, poll.run_state) == (None, 1, RunState.RUNNING)
+
+
+def test_deadline_with_quorum_aggregates_what_arrived(
+    federation: Federation, tmp_path: Path, clock: FakeClock
+) -> None:
+    federation.create_run(ADMIN, tiny_run(min_nodes=1))
+    submit(
+        federation,
+        tmp_path,
+        "site-1",
+        zero_delta(federation.blobs.open_path(task_of(federation, "site-1").base_model)),
+        2,
+    )
+    settle(federation)
+    assert federation.list_rounds()[0].state == RoundState.OPEN
+    clock.advance(61)
+    settle(federation)
+    first = federation.list_rounds()[0]
+    assert first.state == RoundState.CLOSED
+    assert first.detail == "deadline passed with 1 of 2 updates"
+
+
+def test_deadline_without_quorum_reopens_then_fails(
+    federation: Federation, clock: FakeClock
+) -> None:
+    run = federation.create_run(ADMIN, tiny_run(min_nodes=2, max_round_attempts=2))
+    clock.advance(61)
+    settle(federation)
+    first = federation.list_rounds()[0]
+    assert (first.state, first.attempt) == (RoundState.OPEN, 2)
+    assert first.detail == (
+        "deadline passed with 0 of 2 updates (min_nodes 2); re-opened, attempt 2 of 2"
+    )
+    clock.advance(61)
+    settle(federation)
+    first = federation.list_rounds()[0]
+    assert first.state == RoundState.FAILED
+    assert federation.get_run(run.id).state == RunState.FAILED
+    assert federation.get_run(run.id).detail == (
+        "round 1 failed: deadline passed with 0 of 2 updates (min_nodes 2)"
+    )
+
+
+def test_fail_policy_fails_at_first_deadline(federation: Federation, clock: FakeClock) -> None:
+    run = federation.create_run(ADMIN, tiny_run(min_nodes=2, deadline_policy="fail"))
+    clock.advance(61)
+    settle(federation)
+    assert federation.get_run(run.id).state == RunState.FAILED
+
+
+def test_second_active_run_is_refused(federation: Federation) -> None:
+    federation.create_run(ADMIN, tiny_run())
+    with pytest.raises(ConflictError, match="run 1 is still running; abort it first"):
+        federation.create_run(ADMIN, tiny_run())
+
+
+def test_min_nodes_above_expected_is_refused(federation: Federation) -> None:
+    with pytest.raises(
+        InvalidRequestError, match=r"min_nodes \(3\) exceeds the number of expected nodes \(2\)"
+    ):
+        federation.create_run(ADMIN, tiny_run(min_nodes=3))
+
+
+def test_pause_stops_tasks_and_resume_extends_deadline(
+    federation: Federation, clock: FakeClock
+) -> None:
+    run = federation.create_run(ADMIN, tiny_run(min_nodes=2))
+    federation.set_run_state(run.id, RunState.PAUSED)
+    assert federation.poll(node("site-1")).task is None
+    clock.advance(3600)
+    settle(federation)
+    federation.set_run_state(run.id, RunState.RUNNING)
+    settle(federation)
+    first = federation.list_rounds()[0]
+    assert first.state == RoundState.OPEN
+    assert first.deadline == clock.now + timedelta(seconds=60)
+
+
+def test_abort_closes_open_round(federation: Federation) -> None:
+    run = federation.create_run(ADMIN, tiny_run())
+    federation.set_run_state(run.id, RunState.ABORTED)
+    assert federation.list_rounds()[0].state == RoundState.ABORTED
+    with pytest.raises(ConflictError, match="run 1 is aborted; it cannot become running"):
+        federation.set_run_state(run.id, RunState.RUNNING)
+
+
+def test_crash_while_aggregating_is_finished_on_recovery(
+    federation: Federation, tmp_path: Path, clock: FakeClock
+) -> None:
+    from services.aggregator.state.models import Round
+    from services.aggregator.state.rounds import check_round
+    from services.aggregator.state.runs import get_run
+
+    federation.create_run(ADMIN, tiny_run(rounds=1))
+    base = load_file(federation.blobs.open_path(task_of(federation, "site-1").base_model))
+    submit(federation, tmp_path, "site-1", {k: torch.ones_like(v) for k, v in base.items()}, 1)
+    submit(federation, tmp_path, "site-2", {k: torch.ones_like(v) for k, v in base.items()}, 1)
+    # The process dies right after committing "aggregating", before the model is written.
+    with federation._sessions() as session:
+        rnd = session.get(Round, 1)
+        assert rnd is not None
+        assert check_round(session, get_run(session, 1), rnd, clock())
+        session.commit()
+    assert federation.list_rounds()[0].state == RoundState.AGGREGATING
+    (federation.blobs.tmp / "incoming-halfwritten").write_bytes(b"partial upload")
+    restarted = Federation(federation.engine, federation.blobs, clock=clock)
+    restarted.recover()
+    first = restarted.list_rounds()[0]
+    assert first.state == RoundState.CLOSED
+    assert first.num_samples == 2
+    merged = load_file(restarted.blobs.open_path(first.result_model or ""))
+    for name, tensor in base.items():
+        torch.testing.assert_close(merged[name], tensor + 1, rtol=0, atol=1e-6)
+    assert list(restarted.blobs.tmp.iterdir()) == []
