@@ -14,6 +14,8 @@ import torch
 
 torch.set_num_threads(1)
 
+pytest_plugins = ["tests.aggregator_fixtures"]
+
 POSTGRES_URL = os.environ.get(
     "FEDSEG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

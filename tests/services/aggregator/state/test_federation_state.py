@@ -61,7 +61,8 @@ def test_round_closes_with_sample_weighted_fedavg(federation: Federation, tmp_pa
         ["site-1", "site-2"],
         4,
     )
-    assert second.state == RoundState.OPEN and second.base_model == first.result_model
+    assert second.state == RoundState.OPEN
+    assert second.base_model == first.result_model
     merged = load_file(federation.blobs.open_path(first.result_model or ""))
     for name, tensor in base.items():
         # (1 * 1 + 3 * 4) / 4 = 3.25
@@ -107,7 +108,8 @@ def test_full_run_ends_with_evaluation_round(federation: Federation, tmp_path: P
         )
     settle(federation)
     evaluation = task_of(federation, "site-1")
-    assert evaluation.kind == RoundKind.EVALUATE and evaluation.round == 2
+    assert evaluation.kind == RoundKind.EVALUATE
+    assert evaluation.round == 2
     dice = RegionDice(tc=0.5, wt=0.7, et=0.3, mean=0.5)
     for name in ("site-1", "site-2"):
         t = task_of(federation, name)

@@ -1,4 +1,4 @@
-"""Aggregator fixtures: a migrated Federation, the app, and clients holding certificates."""
+"""Aggregator fixtures (a plugin of the root conftest): a Federation, the app, clients."""
 
 from __future__ import annotations
 
