@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = mutual_tls_config(
         app,
         context,
+        http_protocol=settings.http_protocol,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

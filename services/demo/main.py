@@ -31,7 +31,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fedseg-demo", description=__doc__)
     p.add_argument("--workdir", type=Path, default=Path("var/demo"))
     p.add_argument("--nodes", type=int, default=3, help="hospitals (default 3)")
-    p.add_argument("--rounds", type=int, default=3, help="training rounds (default 3)")
+    p.add_argument("--rounds", type=int, default=4, help="training rounds (default 4)")
     p.add_argument("--cases", type=int, default=18, help="synthetic cases over all sites")
     p.add_argument("--volume", type=int, default=48, help="edge of each synthetic volume")
     p.add_argument("--crop", type=int, default=32, help="edge of the training crop")
@@ -40,6 +40,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--init-filters", type=int, default=8, help="SegResNet width (paper: 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many s")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the aggregator running afterwards, for status queries (Ctrl-C stops it)",
+    )
     args = p.parse_args(argv)
     if args.nodes < 1 or args.rounds < 1 or args.cases < 2 * args.nodes:
         p.error("need at least 1 node, 1 round and 2 cases per node")
@@ -141,10 +146,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             nodes.append(spawn("services.node.main", env, args.workdir / "logs" / f"{name}.log"))
         rounds = watch(admin, run, time.monotonic() + args.timeout)
         final = RunView.model_validate(admin.get(f"{API_PREFIX}/runs/{run.id}").json())
+        for process in nodes:
+            process.wait(60)
+        report(args, rounds, final)
+        if args.serve:
+            serve_until_interrupted(pki, url)
     finally:
         for process in nodes:
             stop(process)
         stop(aggregator)
+    return 0 if final.state == "completed" else 1
+
+
+def serve_until_interrupted(pki: Path, url: str) -> None:
+    print(
+        "\nthe aggregator keeps running; query it with the admin certificate, e.g.\n"
+        f"  curl --cacert {pki}/ca.pem --cert {pki}/admin.pem --key {pki}/admin-key.pem "
+        f"{url}/api/v1/rounds\n(Ctrl-C to stop)",
+        flush=True,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print()
+
+
+def report(args: argparse.Namespace, rounds: list[RoundView], final: RunView) -> None:
     print()
     print(round_table(rounds))
     dice = final_dice(rounds)
@@ -156,7 +184,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("privacy spent: none; updates were sent without a privacy filter (none configured)")
     print(f"run {final.id}: {final.state}{f' ({final.detail})' if final.detail else ''}")
     print(f"logs: {args.workdir / 'logs'}")
-    return 0 if final.state == "completed" else 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,12 +66,14 @@ def node_env(kit: Kit, url: str, data_dir: Path, state_dir: Path, **extra: str) 
     }
 
 
-def spawn(module: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """``python -m module`` with ``env`` on top of ours, output to ``log_path``."""
+def spawn(
+    module: str, env: Mapping[str, str], log_path: Path, args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """``python -m module *args`` with ``env`` on top of ours, output to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", module, *args],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -54,8 +54,11 @@ def start_aggregator(pki_dir: Path, root: Path, **extra_env: str) -> AggregatorP
     return agg
 
 
-@pytest.fixture
-def aggregator(pki_dir: Path, tmp_path: Path) -> Iterator[AggregatorProcess]:
-    agg = start_aggregator(pki_dir, tmp_path)
+@pytest.fixture(params=["httptools", "h11"])
+def aggregator(
+    pki_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[AggregatorProcess]:
+    """A real aggregator, served through each of the peer-certificate protocol classes."""
+    agg = start_aggregator(pki_dir, tmp_path, FEDSEG_HTTP_PROTOCOL=request.param)
     yield agg
     stop(agg.process)

@@ -9,6 +9,8 @@ import re
 import secrets
 from pathlib import Path
 
+from starlette.concurrency import run_in_threadpool
+
 from shared.errors import NotFoundError, PayloadTooLargeError
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -88,8 +90,12 @@ class IncomingBlob:
     """A request body streamed to a temporary file with a hard size limit.
 
     The limit is enforced chunk by chunk, so an oversized body is refused before it is
-    buffered; the digest is computed on the way in.
+    buffered. Chunks are gathered into 1 MiB batches that a worker thread hashes and
+    writes, which keeps disk I/O and SHA-256 off the event loop while holding at most one
+    batch of each upload in memory.
     """
+
+    BATCH = 1 << 20
 
     def __init__(self, store: BlobStore, limit: int) -> None:
         self.store = store
@@ -98,18 +104,30 @@ class IncomingBlob:
         self.size = 0
         self._digest = hashlib.sha256()
         self._handle = self.path.open("wb")
+        self._batch: list[bytes] = []
+        self._batched = 0
 
-    def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.limit:
             raise PayloadTooLargeError(
                 f"update body exceeds the limit of {self.limit} bytes; nothing was stored"
             )
-        self._digest.update(chunk)
-        self._handle.write(chunk)
+        self._batch.append(chunk)
+        self._batched += len(chunk)
+        if self._batched >= self.BATCH:
+            await run_in_threadpool(self._flush)
+
+    def _flush(self) -> None:
+        data = b"".join(self._batch)
+        self._batch.clear()
+        self._batched = 0
+        self._digest.update(data)
+        self._handle.write(data)
 
     def finish(self) -> str:
-        """Flush and fsync; returns the SHA-256 of what was written."""
+        """Write what is left and fsync (call from a worker thread); returns the SHA-256."""
+        self._flush()
         self._handle.flush()
         os.fsync(self._handle.fileno())
         self._handle.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,8 @@ class AggregatorSettings(BaseSettings):
     max_update_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     long_poll_s: float = Field(default=30.0, gt=0.0, le=300.0)
     tick_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    http_protocol: Literal["auto", "httptools", "h11"] = "auto"
+    """HTTP/1.1 parser: httptools (C) when installed, h11 (pure Python) otherwise."""
     log_level: str = "info"
 
     @model_validator(mode="after")

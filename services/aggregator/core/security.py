@@ -16,6 +16,15 @@ from typing import Any
 from uvicorn import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from shared.errors import ConfigurationError
+
+try:
+    import httptools
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - httptools is pinned; h11 is the pure-Python fallback
+    httptools = None  # type: ignore[assignment]
+    HttpToolsProtocol = H11Protocol  # type: ignore[misc,assignment]
+
 ASGIApp = Any
 
 
@@ -40,21 +49,44 @@ class _WithPeerCertificate:
         await self.app(scope, receive, send)
 
 
+def _wrap_for_peer(app: ASGIApp, transport: asyncio.BaseTransport) -> ASGIApp:
+    ssl_object = transport.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return _WithPeerCertificate(app, tls_extension(der))
+
+
 class PeerCertH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, plus the verified client certificate in the ASGI scope."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        ssl_object = transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        self.app = _WithPeerCertificate(self.app, tls_extension(der))
+        self.app = _wrap_for_peer(self.app, transport)
 
 
-def mutual_tls_config(app: ASGIApp, ssl_context: ssl.SSLContext, **kwargs: Any) -> Config:
+class PeerCertHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol (C parser, faster on large bodies), plus the peer cert."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.app = _wrap_for_peer(self.app, transport)
+
+
+def peer_cert_protocol(choice: str = "auto") -> type[asyncio.Protocol]:
+    """The HTTP/1.1 protocol class that exposes the peer certificate (auto: the fastest)."""
+    if choice == "h11" or (choice == "auto" and httptools is None):
+        return PeerCertH11Protocol
+    if httptools is None:
+        raise ConfigurationError("FEDSEG_HTTP_PROTOCOL=httptools but httptools is not installed")
+    return PeerCertHttpToolsProtocol
+
+
+def mutual_tls_config(
+    app: ASGIApp, ssl_context: ssl.SSLContext, http_protocol: str = "auto", **kwargs: Any
+) -> Config:
     """uvicorn Config serving ``app`` with our context and the peer-certificate protocol."""
     return Config(
         app,
-        http=PeerCertH11Protocol,
+        http=peer_cert_protocol(http_protocol),
         ssl_context_factory=lambda _config, _default: ssl_context,
         **kwargs,
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from services.aggregator.state.models import Node, RevokedCertificate
 from shared.identity import Identity
 from shared.schemas import Announcement
+
+TOUCH_INTERVAL = timedelta(seconds=10)
+"""last_seen is refreshed at most this often, so polls stay read-only (no fsync each)."""
 
 
 def touch(session: Session, identity: Identity, now: datetime) -> Node:
@@ -17,12 +20,14 @@ def touch(session: Session, identity: Identity, now: datetime) -> Node:
     if node is None:
         node = Node(name=identity.name, role=identity.role, first_seen=now, last_seen=now)
         session.add(node)
-    node.last_seen = now
+    elif now - node.last_seen >= TOUCH_INTERVAL:
+        node.last_seen = now
     return node
 
 
 def announce(session: Session, identity: Identity, body: Announcement, now: datetime) -> Node:
     node = touch(session, identity, now)
+    node.last_seen = now
     node.software_version = body.software_version
     node.device = body.device
     node.num_train_cases = body.num_train_cases

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import torch
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.aggregator.aggregation.strategy import Strategy, WeightedUpdate
@@ -56,17 +54,7 @@ def poll_task(session: Session, node: str, now: datetime) -> TaskPoll:
     )
     if reported:
         return idle
-    task = session.scalars(select(Task).where(Task.round_id == rnd.id, Task.node == node)).first()
-    if task is None:
-        task = Task(round_id=rnd.id, node=node, nonce=secrets.token_urlsafe(24), issued_at=now)
-        try:
-            with session.begin_nested():
-                session.add(task)
-        except IntegrityError:
-            # A concurrent poll of the same node issued it first; hand out that one.
-            task = session.scalars(
-                select(Task).where(Task.round_id == rnd.id, Task.node == node)
-            ).one()
+    task = session.scalars(select(Task).where(Task.round_id == rnd.id, Task.node == node)).one()
     body = TaskBody(
         run_id=run.id,
         round=rnd.number,

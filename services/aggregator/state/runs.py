@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.aggregator.core.blobs import BlobStore
-from services.aggregator.state.models import ModelVersion, Round, Run
+from services.aggregator.state.models import ModelVersion, Round, Run, Task
 from shared.errors import ConflictError, InvalidRequestError, NotFoundError
 from shared.model import initial_state
 from shared.schemas import RoundKind, RoundState, RunCreate, RunState
@@ -42,6 +43,13 @@ def open_round(
         deadline=now + timedelta(seconds=run.round_timeout_s),
     )
     session.add(rnd)
+    session.flush()
+    # Every expected node's task is issued with the round, in the same transaction, so a
+    # poll only reads; a node that polls again gets the same nonce.
+    for node in run.expected_nodes:
+        session.add(
+            Task(round_id=rnd.id, node=node, nonce=secrets.token_urlsafe(24), issued_at=now)
+        )
     return rnd
 
 

@@ -37,7 +37,7 @@ async def upload_update(
     incoming = IncomingBlob(federation.blobs, settings.max_update_bytes)
     try:
         async for chunk in request.stream():
-            incoming.write(chunk)
+            await incoming.write(chunk)
         sha256 = await run_in_threadpool(incoming.finish)
         received = Received(incoming.path, sha256, incoming.size)
         receipt, new = await run_in_threadpool(
