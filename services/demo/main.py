@@ -15,6 +15,7 @@ from services.demo.processes import (
     Kit,
     aggregator_env,
     free_port,
+    port_is_free,
     node_env,
     spawn,
     stop,
@@ -39,6 +40,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--init-filters", type=int, default=8, help="SegResNet width (paper: 16)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--port", type=int, default=8443, help="aggregator port (a free one if taken)")
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many s")
     p.add_argument(
         "--serve",
@@ -98,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(args.workdir / stale, ignore_errors=True)
     prepare(args, names)
     pki = args.workdir / "pki"
-    port = free_port()
+    port = args.port if port_is_free(args.port) else free_port()
     url = f"https://127.0.0.1:{port}"
     agg_log = args.workdir / "logs" / "aggregator.log"
     aggregator = spawn(
