@@ -54,6 +54,58 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Mechanism(StrEnum):
+    """What protects a released update (docs/privacy.md explains each)."""
+
+    NONE = "none"
+    PARTIAL = "partial"
+    """Largest-magnitude fraction only (Shokri and Shmatikov 2015); not differential privacy."""
+    SVT = "svt"
+    """Sparse Vector Technique (Lyu, Su and Li 2017): epsilon-DP per round."""
+    GAUSSIAN = "gaussian"
+    """L2 clipping plus Gaussian noise (McMahan et al. 2018): (epsilon, delta)-DP."""
+
+
+class SelectionScope(StrEnum):
+    MODEL = "model"
+    TENSOR = "tensor"
+
+
+class PrivacyPolicy(_Strict):
+    """How a node must protect its update; set per run, tightened by a node's local policy."""
+
+    mechanism: Mechanism = Mechanism.NONE
+    fraction: float = Field(default=0.1, gt=0.0, le=1.0)
+    """partial, svt: share at most ceil(fraction * n) components."""
+    scope: SelectionScope = SelectionScope.MODEL
+    """partial: select over the whole model or within each tensor."""
+    clip: float | None = Field(default=None, gt=0.0)
+    """partial, svt: clip each component to [-clip, clip] (gamma). Required for svt."""
+    epsilon: float | None = Field(default=None, gt=0.0)
+    """svt: the whole per-round privacy loss (threshold + queries + release)."""
+    threshold: float | None = Field(default=None, ge=0.0)
+    """svt: the threshold tau on clipped magnitudes; None derives it from clip."""
+    noise_multiplier: float | None = Field(default=None, gt=0.0)
+    """gaussian: sigma; the noise standard deviation is sigma * l2_clip."""
+    l2_clip: float | None = Field(default=None, gt=0.0)
+    """gaussian: the update's L2 norm is clipped to this (S)."""
+    delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
+    """gaussian: the delta at which epsilon is reported."""
+    exclude: tuple[str, ...] = ()
+    """Tensor names, or regular expressions (full match), that never leave the node."""
+
+
+class PrivacySpend(_Strict):
+    """What one release cost, as the mechanism states it; epsilon None means no DP claim."""
+
+    mechanism: Mechanism
+    epsilon: float | None = Field(default=None, ge=0.0)
+    delta: float = Field(default=0.0, ge=0.0, lt=1.0)
+    accounting: str
+    """How epsilon was derived, e.g. 'SVT (Lyu et al. 2017, Alg. 1)' or 'RDP (Opacus)'."""
+    parameters: dict[str, float | int | str | None] = Field(default_factory=dict)
+
+
 class TrainingPlan(_Strict):
     """How each node trains locally in one round."""
 
@@ -85,8 +137,23 @@ class UpdateMetrics(_Strict):
     train_seconds: float | None = Field(default=None, ge=0.0)
 
 
+class PrivacyTotal(_Strict):
+    """A node's cumulative spend over every release it has made, from its own ledger."""
+
+    epsilon: float | None = Field(ge=0.0)
+    """None when some release carried no DP guarantee (infinite epsilon)."""
+    delta: float = Field(ge=0.0, lt=1.0)
+    releases: int = Field(ge=0)
+    accounting: str
+
+
 class UpdateManifest(_Strict):
-    """Binds an update to its task; carried inside the safetensors ``__metadata__``."""
+    """Binds an update to its task; carried inside the safetensors ``__metadata__``.
+
+    Tensors named in ``sparse`` travel as ``<name>::indices`` (int64 [k], strictly
+    increasing flat positions) and ``<name>::values`` (float32 [k]); tensors named in
+    ``excluded`` are absent. Every other tensor of the model travels dense.
+    """
 
     run_id: int = Field(ge=1)
     round: int = Field(ge=1)
@@ -94,6 +161,21 @@ class UpdateManifest(_Strict):
     base_model: str = Field(pattern=SHA256_PATTERN)
     num_samples: int = Field(ge=1)
     metrics: UpdateMetrics = UpdateMetrics()
+    sparse: tuple[str, ...] = ()
+    excluded: tuple[str, ...] = ()
+    privacy: PrivacySpend | None = None
+    privacy_total: PrivacyTotal | None = None
+
+
+class Decline(_Strict):
+    """A node's refusal to release an update this round (e.g. its privacy budget is spent)."""
+
+    run_id: int = Field(ge=1)
+    round: int = Field(ge=1)
+    task_nonce: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    base_model: str = Field(pattern=SHA256_PATTERN)
+    reason: str = Field(min_length=1, max_length=1000)
+    privacy_total: PrivacyTotal | None = None
 
 
 class Announcement(_Strict):
@@ -117,6 +199,7 @@ class RunCreate(_Strict):
     max_round_attempts: int = Field(default=3, ge=1)
     model: ModelConfig = ModelConfig()
     plan: TrainingPlan = TrainingPlan()
+    privacy: PrivacyPolicy = PrivacyPolicy()
     seed: int = Field(default=0, ge=0)
 
 
@@ -130,6 +213,7 @@ class Task(_Strict):
     base_model: str = Field(pattern=SHA256_PATTERN)
     model: ModelConfig
     plan: TrainingPlan
+    privacy: PrivacyPolicy
     deadline: datetime
 
 
@@ -163,12 +247,21 @@ class UpdateReceipt(_Strict):
     accepted_at: datetime
 
 
+class UpdateStatus(StrEnum):
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+
+
 class NodeUpdateView(_Strict):
     node: str
+    status: UpdateStatus
+    detail: str | None
     num_samples: int
     sha256: str
     accepted_at: datetime
     metrics: UpdateMetrics
+    privacy: PrivacySpend | None
+    privacy_total: PrivacyTotal | None
 
 
 class RoundView(_Strict):
@@ -181,6 +274,8 @@ class RoundView(_Strict):
     result_model: str | None
     expected_nodes: list[str]
     reported_nodes: list[str]
+    """Nodes whose update (or evaluation) was accepted."""
+    declined_nodes: list[str]
     num_samples: int
     opened_at: datetime
     deadline: datetime
@@ -203,6 +298,7 @@ class RunView(_Strict):
     min_nodes: int
     model: ModelConfig
     plan: TrainingPlan
+    privacy: PrivacyPolicy
     global_model: str
     created_at: datetime
     detail: str | None
@@ -216,6 +312,8 @@ class NodeView(_Strict):
     num_train_cases: int | None
     last_seen: datetime | None
     rounds_joined: int
+    privacy_total: PrivacyTotal | None
+    """The newest cumulative spend the node reported (its own ledger, all runs)."""
 
 
 class Health(_Strict):

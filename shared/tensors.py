@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _save_bytes
 
 from shared.errors import MalformedUpdateError, NonFiniteError, SpecMismatchError
+from shared.privacy.types import SparseTensor
 from shared.schemas import MANIFEST_KEY, UpdateManifest
 
 _DTYPE_NAMES: dict[torch.dtype, str] = {
@@ -34,6 +36,8 @@ _DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.bool: "BOOL",
 }
 _CHUNK = 1 << 20
+SPARSE_INDICES = "::indices"
+SPARSE_VALUES = "::values"
 
 
 @dataclass(frozen=True)
@@ -88,9 +92,43 @@ def iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
             yield name, handle.get_tensor(name)
 
 
-def update_bytes(tensors: Mapping[str, torch.Tensor], manifest: UpdateManifest) -> bytes:
-    """An update as uploaded: the tensors plus the manifest binding them to their task."""
-    return to_bytes(tensors, {MANIFEST_KEY: manifest.model_dump_json()})
+def update_bytes(
+    tensors: Mapping[str, torch.Tensor],
+    manifest: UpdateManifest,
+    sparse: Mapping[str, SparseTensor] | None = None,
+) -> bytes:
+    """An update as uploaded: dense tensors, sparse ones as (indices, values), the manifest.
+
+    ``manifest.sparse`` must name exactly the keys of ``sparse``.
+    """
+    sparse = sparse or {}
+    if set(manifest.sparse) != set(sparse):
+        raise ValueError("manifest.sparse must name exactly the sparse tensors given")
+    flat: dict[str, torch.Tensor] = dict(tensors)
+    for name, part in sparse.items():
+        flat[name + SPARSE_INDICES] = part.indices
+        flat[name + SPARSE_VALUES] = part.values.to(torch.float32)
+    return to_bytes(flat, {MANIFEST_KEY: manifest.model_dump_json()})
+
+
+def iter_update(
+    path: Path, manifest: UpdateManifest, spec: ModelSpec
+) -> Iterator[tuple[str, torch.Tensor | SparseTensor]]:
+    """Yield each released tensor of an update file: dense, or sparse (indices, values)."""
+    sparse = set(manifest.sparse)
+    with _open(path) as handle:
+        for name in spec:
+            if name in sparse:
+                yield (
+                    name,
+                    SparseTensor(
+                        handle.get_tensor(name + SPARSE_INDICES),
+                        handle.get_tensor(name + SPARSE_VALUES),
+                        spec[name].shape,
+                    ),
+                )
+            elif name not in manifest.excluded:
+                yield name, handle.get_tensor(name)
 
 
 def sha256_file(path: Path) -> str:
@@ -121,34 +159,92 @@ def read_manifest(path: Path) -> UpdateManifest:
         raise MalformedUpdateError(f"update manifest is invalid: {exc}") from exc
 
 
-def check_against_spec(path: Path, spec: ModelSpec) -> None:
-    """Raise unless the file holds exactly ``spec``'s tensors, all finite.
+def _expected_keys(
+    spec: ModelSpec, sparse: Collection[str], excluded: Collection[str]
+) -> dict[str, TensorSpec | None]:
+    """Key -> required spec (None for a sparse part, checked separately) of a valid update."""
+    unknown = sorted((set(sparse) | set(excluded)) - set(spec))
+    if unknown:
+        raise SpecMismatchError(
+            f"manifest names tensors the global model does not have: {_few(unknown)}"
+        )
+    both = sorted(set(sparse) & set(excluded))
+    if both:
+        raise MalformedUpdateError(f"tensors both sparse and excluded: {_few(both)}")
+    keys: dict[str, TensorSpec | None] = {}
+    for name, want in spec.items():
+        if name in sparse:
+            keys[name + SPARSE_INDICES] = None
+            keys[name + SPARSE_VALUES] = None
+        elif name not in excluded:
+            keys[name] = want
+    return keys
 
-    Tensors are read one at a time from the memory-mapped file.
+
+def check_against_spec(
+    path: Path, spec: ModelSpec, sparse: Collection[str] = (), excluded: Collection[str] = ()
+) -> None:
+    """Raise unless the file holds exactly what ``spec`` and the manifest's lists call for.
+
+    Dense tensors must match the model's dtype and shape; a sparse tensor's indices must be
+    int64, strictly increasing and inside the tensor, its values float32 of the same
+    length; nothing may be NaN or infinite. Tensors are read one at a time (memory-mapped).
     """
+    expected = _expected_keys(spec, sparse, excluded)
     got = spec_of_file(path)
-    missing = sorted(set(spec) - set(got))
-    unexpected = sorted(set(got) - set(spec))
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
     if missing or unexpected:
         raise SpecMismatchError(
             "update key set differs from the global model: "
             f"missing {_few(missing)}, unexpected {_few(unexpected)}"
         )
-    for name, want in spec.items():
-        have = got[name]
+    for key, want in expected.items():
+        have = got[key]
+        if want is None:
+            continue
         if have.dtype != want.dtype:
             raise SpecMismatchError(
-                f"tensor {name!r} has dtype {have.dtype}, the global model's is {want.dtype}"
+                f"tensor {key!r} has dtype {have.dtype}, the global model's is {want.dtype}"
             )
         if have.shape != want.shape:
             raise SpecMismatchError(
-                f"tensor {name!r} has shape {list(have.shape)}, "
+                f"tensor {key!r} has shape {list(have.shape)}, "
                 f"the global model's is {list(want.shape)}"
             )
+    for name in sparse:
+        _check_sparse(name, got, spec[name])
     for name, tensor in iter_tensors(path):
-        if tensor.is_floating_point() and not all_finite(tensor):
+        if name.endswith(SPARSE_INDICES):
+            _check_indices(name, tensor, spec[name[: -len(SPARSE_INDICES)]])
+        elif tensor.is_floating_point() and not all_finite(tensor):
             bad = int((~torch.isfinite(tensor)).sum())
             raise NonFiniteError(f"tensor {name!r} holds {bad} non-finite values (NaN or inf)")
+
+
+def _check_sparse(name: str, got: Mapping[str, TensorSpec], want: TensorSpec) -> None:
+    indices, values = got[name + SPARSE_INDICES], got[name + SPARSE_VALUES]
+    if indices.dtype != "I64" or len(indices.shape) != 1:
+        raise SpecMismatchError(f"sparse tensor {name!r}: indices must be int64 [k]")
+    if values.dtype != "F32" or values.shape != indices.shape:
+        raise SpecMismatchError(
+            f"sparse tensor {name!r}: values must be float32 with as many entries as indices"
+        )
+    numel = math.prod(want.shape)
+    if indices.shape[0] > numel:
+        raise SpecMismatchError(
+            f"sparse tensor {name!r} has more entries than the tensor's {numel}"
+        )
+
+
+def _check_indices(key: str, indices: torch.Tensor, want: TensorSpec) -> None:
+    numel = math.prod(want.shape)
+    if indices.numel() == 0:
+        return
+    if int(indices[0]) < 0 or int(indices[-1]) >= numel:
+        raise SpecMismatchError(f"{key!r} holds positions outside the tensor's {numel} entries")
+    if indices.numel() > 1 and not bool((indices[1:] > indices[:-1]).all()):
+        raise SpecMismatchError(f"{key!r} must be strictly increasing")
 
 
 def all_finite(tensor: torch.Tensor) -> bool:

@@ -22,6 +22,7 @@ from shared.errors import NotFoundError
 from shared.identity import Identity
 from shared.schemas import (
     Announcement,
+    Decline,
     EvaluationReport,
     NodeView,
     RoundView,
@@ -119,6 +120,16 @@ class Federation:
             now = self.clock()
             result = updates.accept_evaluation(session, identity.name, run_id, number, report, now)
             nodes.touch(session, identity, now)
+            return result
+
+    def accept_decline(
+        self, identity: Identity, run_id: int, number: int, decline: Decline
+    ) -> tuple[UpdateReceipt, bool]:
+        with self._sessions.begin() as session:
+            now = self.clock()
+            result = updates.accept_decline(session, identity.name, run_id, number, decline, now)
+            nodes.touch(session, identity, now)
+            log.warning("node %s declined round %d: %s", identity.name, number, decline.reason)
             return result
 
     def is_revoked(self, serial: int) -> bool:

@@ -46,3 +46,40 @@ def final_dice(rounds: Sequence[RoundView]) -> RegionDice | None:
         if r.kind == RoundKind.EVALUATE:
             return r.mean_dice_global
     return None
+
+
+def _eps(value: float | None) -> str:
+    return "inf" if value is None else f"{value:.4g}"
+
+
+def privacy_table(rounds: Sequence[RoundView]) -> str:
+    """Epsilon each node spent per training round, and its ledger's cumulative total."""
+    train = [r for r in rounds if r.kind == RoundKind.TRAIN]
+    nodes = sorted({u.node for r in train for u in r.updates})
+    if not nodes:
+        return "privacy: no node released anything"
+    header = f"{'node':<10}" + "".join(f"{'r' + str(r.round):>10}" for r in train)
+    header += f"  {'cumulative':>12}  accounting"
+    lines = [header, "-" * len(header)]
+    for node in nodes:
+        cells, total, method = [], None, ""
+        for r in train:
+            update = next((u for u in r.updates if u.node == node), None)
+            if update is None:
+                cells.append(f"{'-':>10}")
+            elif update.status == "declined":
+                cells.append(f"{'declined':>10}")
+            else:
+                spend = update.privacy
+                cells.append(f"{_eps(spend.epsilon) if spend else '?':>10}")
+            if update is not None and update.privacy_total is not None:
+                total, method = update.privacy_total, update.privacy_total.accounting
+        cumulative = "-" if total is None else _eps(total.epsilon)
+        if total is not None and total.delta:
+            cumulative += f" (d={total.delta:g})"
+        lines.append(f"{node:<10}" + "".join(cells) + f"  {cumulative:>12}  {method}")
+    declined = [
+        (r.round, u.node, u.detail) for r in train for u in r.updates if u.status == "declined"
+    ]
+    lines += [f"round {n}: {node} declined: {detail}" for n, node, detail in declined]
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ from shared import errors
 from shared.schemas import (
     API_PREFIX,
     Announcement,
+    Decline,
     EvaluationReport,
     NodeView,
     TaskPoll,
@@ -145,6 +146,17 @@ class AggregatorClient:
                 headers={"content-type": "application/octet-stream"},
             ),
             f"uploading the update for round {number}",
+        )
+        return self._json(UpdateReceipt, response)
+
+    def decline(self, body: Decline) -> UpdateReceipt:
+        response = self._send(
+            lambda: self.http.post(
+                f"{API_PREFIX}/runs/{body.run_id}/rounds/{body.round}/decline",
+                content=body.model_dump_json(),
+                headers={"content-type": "application/json"},
+            ),
+            f"declining round {body.round}",
         )
         return self._json(UpdateReceipt, response)
 

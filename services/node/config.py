@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.schemas import PrivacyPolicy
+
 
 class NodeSettings(BaseSettings):
     """What a hospital node needs: where the aggregator is, its kit, its data."""
@@ -25,6 +27,11 @@ class NodeSettings(BaseSettings):
     poll_wait_s: float = Field(default=25.0, gt=0.0, le=300.0)
     max_backoff_s: float = Field(default=30.0, gt=0.0)
     request_timeout_s: float = Field(default=120.0, gt=0.0)
+    privacy_budget_epsilon: float | None = Field(default=None, gt=0.0)
+    """Refuse any release that would take the cumulative epsilon past this (all runs)."""
+    privacy_budget_delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
+    privacy_policy: PrivacyPolicy | None = None
+    """A stricter local policy (JSON) that the aggregator's run policy cannot loosen."""
     exit_when_done: bool = False
     """Exit once the newest run has ended (for demos and tests); hospitals keep polling."""
     log_level: str = "info"

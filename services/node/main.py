@@ -15,7 +15,8 @@ import torch
 from services.node.client import AggregatorClient
 from services.node.config import NodeSettings
 from services.node.data.brats import find_cases, load_cases, split_cases
-from services.node.runner import LocalData, NodeRunner
+from services.node.ledger import PrivacyLedger
+from services.node.runner import LocalData, NodeRunner, PrivacyGuard
 from services.node.training import select_device
 from shared.errors import FedsegError
 from shared.identity import identity_from_certificate
@@ -85,7 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 num_val_cases=len(data.val),
             )
         )
-        runner = NodeRunner(client, data, settings.state_dir, device, me.name)
+        guard = PrivacyGuard(
+            ledger=PrivacyLedger(
+                settings.state_dir / "privacy-ledger.db", settings.privacy_budget_delta
+            ),
+            local_policy=settings.privacy_policy,
+            budget_epsilon=settings.privacy_budget_epsilon,
+            budget_delta=settings.privacy_budget_delta,
+        )
+        runner = NodeRunner(client, data, settings.state_dir, device, me.name, guard)
         log.info("node %s on %s polling %s", me.name, platform.node(), settings.aggregator_url)
         return runner.run(settings.poll_wait_s, settings.exit_when_done)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,12 +15,16 @@ import torch
 
 from services.node.client import AggregatorClient
 from services.node.data.cases import Case
-from services.node.filters import FilterChain
+from services.node.ledger import PrivacyLedger
+from services.node.privacy import over_budget, round_cost, tighten
 from services.node.training import evaluate, train_local, weight_delta
 from shared import errors
 from shared.model import build_model
+from shared.privacy.apply import apply_policy
 from shared.schemas import (
+    Decline,
     EvaluationReport,
+    PrivacyPolicy,
     RegionDice,
     RoundKind,
     RunState,
@@ -37,6 +42,16 @@ TERMINAL = (RunState.COMPLETED, RunState.FAILED, RunState.ABORTED)
 class LocalData:
     train: Sequence[Case]
     val: Sequence[Case]
+
+
+@dataclass(frozen=True)
+class PrivacyGuard:
+    """The hospital's own privacy settings: a stricter local policy and a budget."""
+
+    ledger: PrivacyLedger
+    local_policy: PrivacyPolicy | None = None
+    budget_epsilon: float | None = None
+    budget_delta: float = 1e-5
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -64,14 +79,14 @@ class NodeRunner:
         state_dir: Path,
         device: torch.device,
         name: str,
-        filters: FilterChain | None = None,
+        guard: PrivacyGuard | None = None,
     ) -> None:
         self.client = client
         self.name = name
         self.data = data
         self.state_dir = state_dir
         self.device = device
-        self.filters = filters or FilterChain()
+        self.guard = guard or PrivacyGuard(PrivacyLedger(state_dir / "privacy-ledger.db"))
 
     def _pending(self, task: Task) -> Path:
         return self.state_dir / "pending" / f"{task.task_nonce}.safetensors"
@@ -106,13 +121,27 @@ class NodeRunner:
             self.client.report_evaluation(report)
             log.info("round %d: evaluated the final model: %s", task.round, _fmt(dice_global))
             return
+        policy = tighten(task.privacy, self.guard.local_policy)
+        refusal = over_budget(
+            self.guard.ledger.total(extra=round_cost(policy)),
+            self.guard.budget_epsilon,
+            self.guard.budget_delta,
+        )
+        if refusal is not None:
+            self._decline(task, refusal)
+            return
         started = time.perf_counter()
         seed = round_seed(task.plan.seed, task.round, self.name)
         plan = task.plan.model_copy(update={"seed": seed})
         result = train_local(model, self.data.train, plan, self.device)
         dice_local = self._validate(model, task)
         trained = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        delta = self.filters(weight_delta(trained, base))
+        # Privacy noise must be unpredictable to everyone else, the aggregator included, so
+        # its generator is seeded from the OS, never from the run's public seed.
+        noise = torch.Generator().manual_seed(secrets.randbits(63))
+        release = apply_policy(weight_delta(trained, base), policy, noise)
+        # Write-ahead: the spend is on the ledger before the bytes can leave.
+        self.guard.ledger.record(task.run_id, task.round, release.spend)
         manifest = UpdateManifest(
             run_id=task.run_id,
             round=task.round,
@@ -125,14 +154,31 @@ class NodeRunner:
                 train_loss=result.mean_loss,
                 train_seconds=time.perf_counter() - started,
             ),
+            sparse=tuple(release.sparse),
+            excluded=release.excluded,
+            privacy=release.spend,
+            privacy_total=self.guard.ledger.total(),
         )
-        _write_atomic(pending, update_bytes(delta, manifest))
+        _write_atomic(pending, update_bytes(release.dense, manifest, release.sparse))
         log.info(
             "round %d: trained %d steps on %d cases (loss %.4f); Dice before %s, after %s",
             task.round, result.steps, result.num_samples, result.mean_loss,
             _fmt(dice_global), _fmt(dice_local),
         )  # fmt: skip
         self._upload(task, pending)
+
+    def _decline(self, task: Task, reason: str) -> None:
+        log.warning("round %d: releasing nothing: %s", task.round, reason)
+        self.client.decline(
+            Decline(
+                run_id=task.run_id,
+                round=task.round,
+                task_nonce=task.task_nonce,
+                base_model=task.base_model,
+                reason=reason,
+                privacy_total=self.guard.ledger.total(),
+            )
+        )
 
     def _upload(self, task: Task, pending: Path) -> None:
         try:

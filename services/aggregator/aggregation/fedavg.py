@@ -7,13 +7,20 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from services.aggregator.aggregation.strategy import Strategy, WeightedUpdate
+from shared.privacy.types import SparseTensor
 
 
 def accumulate_(
-    acc: dict[str, torch.Tensor], delta_name: str, delta: torch.Tensor, w: float
+    acc: dict[str, torch.Tensor], name: str, delta: torch.Tensor | SparseTensor, w: float
 ) -> None:
-    """acc[name] += w * delta, in place (float64 accumulator, so order barely matters)."""
-    acc[delta_name].add_(delta.to(torch.float64), alpha=w)
+    """acc[name] += w * delta, in place (float64 accumulator, so order barely matters).
+
+    A sparse delta adds only at its released positions; every other position adds zero.
+    """
+    if isinstance(delta, SparseTensor):
+        acc[name].view(-1).index_add_(0, delta.indices, delta.values.to(torch.float64), alpha=w)
+    else:
+        acc[name].add_(delta.to(torch.float64), alpha=w)
 
 
 class FedAvg(Strategy):
@@ -21,6 +28,15 @@ class FedAvg(Strategy):
 
     Memory is O(model): one float64 accumulator plus the delta being read, however many
     nodes report. Non-float tensors (counters) keep the base model's value.
+
+    A component a node did not release (sparse sharing, SVT, an excluded tensor) counts as
+    a zero delta from that node, and the denominator stays sum_i(n_i) for every component,
+    as in Li et al. 2019's implementation. The alternative, dividing each component by the
+    weight of only the nodes that released it, would hand a single node's noisy value the
+    whole federation's weight wherever it alone was selected, undoing the averaging that
+    dilutes each node's privacy noise, and would make the result depend on which nodes
+    happened to select a component. Zero-counting shrinks the step towards zero instead,
+    which the learning rate absorbs.
     """
 
     name = "fedavg"

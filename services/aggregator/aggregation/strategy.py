@@ -8,18 +8,21 @@ from dataclasses import dataclass
 
 import torch
 
+from shared.privacy.types import SparseTensor
+
 
 @dataclass(frozen=True)
 class WeightedUpdate:
     """One node's accepted update, loaded lazily so a strategy can stream over many.
 
-    ``tensors()`` yields (name, delta) pairs; a delta is ``trained - base`` of the same shape
-    and dtype as the base model's tensor.
+    ``tensors()`` yields (name, delta) pairs; a delta is ``trained - base``, dense (same
+    shape and dtype as the base model's tensor) or sparse (only the released positions).
+    Tensors the node withheld are simply not yielded.
     """
 
     node: str
     weight: float
-    tensors: Callable[[], Iterator[tuple[str, torch.Tensor]]]
+    tensors: Callable[[], Iterator[tuple[str, torch.Tensor | SparseTensor]]]
 
 
 class Strategy(ABC):

@@ -60,6 +60,7 @@ class Run(Base):
     max_round_attempts: Mapped[int] = mapped_column(Integer)
     model_config_json: Mapped[dict[str, Any]] = mapped_column(JSON)
     plan_json: Mapped[dict[str, Any]] = mapped_column(JSON)
+    privacy_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     seed: Mapped[int] = mapped_column(BigInteger)
     initial_model: Mapped[str] = mapped_column(String(64))
     created_by: Mapped[str] = mapped_column(String(64))
@@ -118,8 +119,13 @@ class Update(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     """Digest of the uploaded bytes; for an evaluation report, of its canonical JSON."""
     has_blob: Mapped[bool] = mapped_column(default=True)
+    status: Mapped[str] = mapped_column(String(16), default="accepted")
+    """accepted, or declined (the node released nothing, e.g. its privacy budget is spent)."""
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     num_samples: Mapped[int] = mapped_column(BigInteger)
     metrics_json: Mapped[dict[str, Any]] = mapped_column(JSON)
+    privacy_json: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    privacy_total_json: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     accepted_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -15,16 +15,19 @@ from services.aggregator.core.blobs import BlobStore
 from services.aggregator.state.models import ModelVersion, Round, Run, Task, Update
 from services.aggregator.state.runs import open_round
 from shared.model import ModelConfig
+from shared.privacy.types import SparseTensor
 from shared.schemas import (
     DeadlinePolicy,
+    PrivacyPolicy,
     RoundKind,
     RoundState,
     RunState,
     TaskPoll,
     TrainingPlan,
+    UpdateStatus,
 )
 from shared.schemas import Task as TaskBody
-from shared.tensors import iter_tensors, load_file, to_bytes
+from shared.tensors import ModelSpec, iter_update, load_file, read_manifest, spec_of, to_bytes
 
 
 def open_round_of(session: Session, run_id: int) -> Round | None:
@@ -63,16 +66,20 @@ def poll_task(session: Session, node: str, now: datetime) -> TaskPoll:
         base_model=rnd.base_model,
         model=ModelConfig.model_validate(run.model_config_json),
         plan=TrainingPlan.model_validate(run.plan_json),
+        privacy=PrivacyPolicy.model_validate(run.privacy_json),
         deadline=rnd.deadline,
     )
     return TaskPoll(task=body, run_id=run.id, run_state=RunState.RUNNING)
 
 
-def reported_count(session: Session, rnd: Round) -> int:
-    return int(
-        session.scalar(select(func.count()).select_from(Update).where(Update.round_id == rnd.id))
-        or 0
-    )
+def response_counts(session: Session, rnd: Round) -> tuple[int, int]:
+    """(nodes that responded at all, nodes whose update was accepted) in this round."""
+    rows = session.execute(
+        select(Update.status, func.count()).where(Update.round_id == rnd.id).group_by(Update.status)
+    ).all()
+    counts = {status: int(n) for status, n in rows}
+    accepted = counts.get(UpdateStatus.ACCEPTED, 0)
+    return sum(counts.values()), accepted
 
 
 def _begin_aggregating(session: Session, rnd: Round) -> bool:
@@ -90,9 +97,14 @@ def _begin_aggregating(session: Session, rnd: Round) -> bool:
 
 def check_round(session: Session, run: Run, rnd: Round, now: datetime) -> bool:
     """Apply the quorum and deadline rules to an open round; True if it should aggregate."""
-    reported = reported_count(session, rnd)
-    if reported >= len(run.expected_nodes):
-        return _begin_aggregating(session, rnd)
+    responded, reported = response_counts(session, rnd)
+    if responded >= len(run.expected_nodes):
+        if reported >= run.min_nodes:
+            return _begin_aggregating(session, rnd)
+        # Everyone answered, too few contributed (declines): waiting cannot help.
+        _fail(run, rnd, now, f"all nodes responded but only {reported} contributed "
+              f"(min_nodes {run.min_nodes})")  # fmt: skip
+        return False
     if now < rnd.deadline:
         return False
     if reported >= run.min_nodes:
@@ -107,25 +119,33 @@ def check_round(session: Session, run: Run, rnd: Round, now: datetime) -> bool:
         rnd.deadline = now + timedelta(seconds=run.round_timeout_s)
         rnd.detail = f"{shortfall}; re-opened, attempt {rnd.attempt} of {run.max_round_attempts}"
         return False
-    rnd.state = RoundState.FAILED
-    rnd.closed_at = now
-    rnd.detail = f"{shortfall}; round failed"
-    run.state = RunState.FAILED
-    run.detail = f"round {rnd.number} failed: {shortfall}"
+    _fail(run, rnd, now, shortfall)
     return False
 
 
-def _weighted_updates(session: Session, blobs: BlobStore, rnd: Round) -> Iterator[WeightedUpdate]:
+def _fail(run: Run, rnd: Round, now: datetime, why: str) -> None:
+    rnd.state = RoundState.FAILED
+    rnd.closed_at = now
+    rnd.detail = f"{why}; round failed"
+    run.state = RunState.FAILED
+    run.detail = f"round {rnd.number} failed: {why}"
+
+
+def _weighted_updates(
+    session: Session, blobs: BlobStore, rnd: Round, spec: ModelSpec
+) -> Iterator[WeightedUpdate]:
     rows = session.scalars(
-        select(Update).where(Update.round_id == rnd.id).order_by(Update.node)
+        select(Update)
+        .where(Update.round_id == rnd.id, Update.status == UpdateStatus.ACCEPTED)
+        .order_by(Update.node)
     ).all()
     for row in rows:
         path: Path = blobs.open_path(row.sha256)
-        yield WeightedUpdate(
-            node=row.node,
-            weight=float(row.num_samples),
-            tensors=lambda p=path: iter_tensors(p),  # type: ignore[misc]
-        )
+
+        def tensors(p: Path = path) -> Iterator[tuple[str, torch.Tensor | SparseTensor]]:
+            return iter_update(p, read_manifest(p), spec)
+
+        yield WeightedUpdate(node=row.node, weight=float(row.num_samples), tensors=tensors)
 
 
 def finish_round(
@@ -142,7 +162,7 @@ def finish_round(
     else:
         base = load_file(blobs.open_path(rnd.base_model))
         merged: dict[str, torch.Tensor] = strategy.aggregate(
-            base, _weighted_updates(session, blobs, rnd)
+            base, _weighted_updates(session, blobs, rnd, spec_of(base))
         )
         data = to_bytes(merged)
         result_sha = blobs.put_bytes(data)

@@ -80,6 +80,7 @@ def create_run(
         max_round_attempts=request.max_round_attempts,
         model_config_json=request.model.model_dump(mode="json"),
         plan_json=request.plan.model_dump(mode="json"),
+        privacy_json=request.privacy.model_dump(mode="json"),
         seed=request.seed,
         initial_model=sha,
         created_by=created_by,

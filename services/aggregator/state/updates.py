@@ -23,12 +23,14 @@ from shared.errors import (
     StaleModelError,
 )
 from shared.schemas import (
+    Decline,
     EvaluationReport,
     RoundKind,
     RoundState,
     UpdateManifest,
     UpdateMetrics,
     UpdateReceipt,
+    UpdateStatus,
 )
 from shared.tensors import TensorSpec, check_against_spec, read_manifest, spec_of_file
 
@@ -87,7 +89,7 @@ def _check_binding(
     session: Session,
     rnd: Round,
     node: str,
-    manifest: UpdateManifest | EvaluationReport,
+    manifest: UpdateManifest | EvaluationReport | Decline,
     kind: RoundKind,
 ) -> None:
     if (manifest.run_id, manifest.round) != (rnd.run_id, rnd.number):
@@ -148,16 +150,52 @@ def accept_update(
         return previous, False
     manifest = read_manifest(received.path)
     _check_binding(session, rnd, node, manifest, RoundKind.TRAIN)
-    check_against_spec(received.path, _spec(blobs.open_path(rnd.base_model)))
+    check_against_spec(
+        received.path, _spec(blobs.open_path(rnd.base_model)), manifest.sparse, manifest.excluded
+    )
     blobs.commit(received.path, received.sha256)
     row = Update(
         round_id=rnd.id,
         node=node,
         sha256=received.sha256,
         has_blob=True,
+        status=UpdateStatus.ACCEPTED,
         num_samples=manifest.num_samples,
         metrics_json=manifest.metrics.model_dump(mode="json"),
+        privacy_json=manifest.privacy.model_dump(mode="json") if manifest.privacy else None,
+        privacy_total_json=(
+            manifest.privacy_total.model_dump(mode="json") if manifest.privacy_total else None
+        ),
         size_bytes=received.size,
+        accepted_at=now,
+    )
+    return _insert(session, rnd, row)
+
+
+def accept_decline(
+    session: Session, node: str, run_id: int, number: int, decline: Decline, now: datetime
+) -> tuple[UpdateReceipt, bool]:
+    """Record that a node released nothing this round, and why; the round goes on."""
+    canonical = decline.model_dump_json().encode()
+    sha256 = hashlib.sha256(canonical).hexdigest()
+    rnd = _round(session, run_id, number)
+    previous = _existing(session, rnd, node, sha256)
+    if previous is not None:
+        return previous, False
+    _check_binding(session, rnd, node, decline, RoundKind(rnd.kind))
+    row = Update(
+        round_id=rnd.id,
+        node=node,
+        sha256=sha256,
+        has_blob=False,
+        status=UpdateStatus.DECLINED,
+        detail=decline.reason,
+        num_samples=0,
+        metrics_json=UpdateMetrics().model_dump(mode="json"),
+        privacy_total_json=(
+            decline.privacy_total.model_dump(mode="json") if decline.privacy_total else None
+        ),
+        size_bytes=len(canonical),
         accepted_at=now,
     )
     return _insert(session, rnd, row)
@@ -179,6 +217,7 @@ def accept_evaluation(
         node=node,
         sha256=sha256,
         has_blob=False,
+        status=UpdateStatus.ACCEPTED,
         num_samples=report.num_samples,
         metrics_json=UpdateMetrics.model_validate(report.metrics).model_dump(mode="json"),
         size_bytes=len(canonical),

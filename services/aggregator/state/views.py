@@ -14,6 +14,9 @@ from shared.model import ModelConfig
 from shared.schemas import (
     NodeUpdateView,
     NodeView,
+    PrivacyPolicy,
+    PrivacySpend,
+    PrivacyTotal,
     RegionDice,
     RoundKind,
     RoundState,
@@ -22,6 +25,7 @@ from shared.schemas import (
     RunView,
     TrainingPlan,
     UpdateMetrics,
+    UpdateStatus,
 )
 
 
@@ -62,6 +66,7 @@ def run_view(session: Session, run: Run) -> RunView:
         min_nodes=run.min_nodes,
         model=ModelConfig.model_validate(run.model_config_json),
         plan=TrainingPlan.model_validate(run.plan_json),
+        privacy=PrivacyPolicy.model_validate(run.privacy_json),
         global_model=global_model,
         created_at=run.created_at,
         detail=run.detail,
@@ -75,15 +80,24 @@ def round_view(session: Session, run: Run, rnd: Round) -> RoundView:
     updates = [
         NodeUpdateView(
             node=row.node,
+            status=UpdateStatus(row.status),
+            detail=row.detail,
             num_samples=row.num_samples,
             sha256=row.sha256,
             accepted_at=row.accepted_at,
             metrics=UpdateMetrics.model_validate(row.metrics_json),
+            privacy=PrivacySpend.model_validate(row.privacy_json) if row.privacy_json else None,
+            privacy_total=(
+                PrivacyTotal.model_validate(row.privacy_total_json)
+                if row.privacy_total_json
+                else None
+            ),
         )
         for row in rows
     ]
-    globals_ = [u.metrics.dice_global for u in updates if u.metrics.dice_global is not None]
-    locals_ = [u.metrics.dice_local for u in updates if u.metrics.dice_local is not None]
+    accepted = [u for u in updates if u.status == UpdateStatus.ACCEPTED]
+    globals_ = [u.metrics.dice_global for u in accepted if u.metrics.dice_global is not None]
+    locals_ = [u.metrics.dice_local for u in accepted if u.metrics.dice_local is not None]
     return RoundView(
         run_id=run.id,
         round=rnd.number,
@@ -93,8 +107,9 @@ def round_view(session: Session, run: Run, rnd: Round) -> RoundView:
         base_model=rnd.base_model,
         result_model=rnd.result_model,
         expected_nodes=list(run.expected_nodes),
-        reported_nodes=[u.node for u in updates],
-        num_samples=sum(u.num_samples for u in updates),
+        reported_nodes=[u.node for u in accepted],
+        declined_nodes=[u.node for u in updates if u.status == UpdateStatus.DECLINED],
+        num_samples=sum(u.num_samples for u in accepted),
         opened_at=rnd.opened_at,
         deadline=rnd.deadline,
         closed_at=rnd.closed_at,
@@ -112,12 +127,25 @@ def round_views(session: Session, run: Run) -> list[RoundView]:
     return [round_view(session, run, rnd) for rnd in rounds]
 
 
+def _latest_totals(session: Session) -> dict[str, PrivacyTotal]:
+    """Each node's newest self-reported cumulative spend."""
+    rows = session.execute(
+        select(Update.node, Update.privacy_total_json)
+        .where(Update.privacy_total_json.is_not(None))
+        .order_by(Update.accepted_at, Update.id)
+    ).all()
+    return {node: PrivacyTotal.model_validate(total) for node, total in rows}
+
+
 def node_views(session: Session) -> list[NodeView]:
     joined = dict(
         session.execute(
-            select(Update.node, func.count(func.distinct(Update.round_id))).group_by(Update.node)
+            select(Update.node, func.count(func.distinct(Update.round_id)))
+            .where(Update.status == UpdateStatus.ACCEPTED)
+            .group_by(Update.node)
         ).all()
     )
+    totals = _latest_totals(session)
     nodes = session.scalars(select(Node).order_by(Node.name)).all()
     return [
         NodeView(
@@ -128,6 +156,7 @@ def node_views(session: Session) -> list[NodeView]:
             num_train_cases=n.num_train_cases,
             last_seen=n.last_seen,
             rounds_joined=int(joined.get(n.name, 0)),
+            privacy_total=totals.get(n.name),
         )
         for n in nodes
     ]

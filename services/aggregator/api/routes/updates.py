@@ -9,7 +9,7 @@ from services.aggregator.api.deps import ChangesDep, CurrentNode, FederationDep,
 from services.aggregator.core.blobs import IncomingBlob
 from services.aggregator.state.updates import Received
 from shared.errors import InvalidRequestError, PayloadTooLargeError
-from shared.schemas import EvaluationReport, UpdateReceipt
+from shared.schemas import Decline, EvaluationReport, UpdateReceipt
 
 router = APIRouter(prefix="/runs/{run_id}/rounds/{number}", tags=["updates"])
 
@@ -45,6 +45,25 @@ async def upload_update(
         )
     finally:
         incoming.discard()  # a no-op once the blob store has taken the file
+    if new:
+        changes.fire()
+    else:
+        response.status_code = status.HTTP_200_OK
+    return receipt
+
+
+@router.post("/decline", status_code=status.HTTP_201_CREATED)
+def decline(
+    run_id: int,
+    number: int,
+    body: Decline,
+    response: Response,
+    node: CurrentNode,
+    federation: FederationDep,
+    changes: ChangesDep,
+) -> UpdateReceipt:
+    """The node releases nothing this round (e.g. its privacy budget is spent), and says why."""
+    receipt, new = federation.accept_decline(node, run_id, number, body)
     if new:
         changes.fire()
     else:

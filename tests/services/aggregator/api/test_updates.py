@@ -293,3 +293,30 @@ def test_upload_after_round_closed_is_refused(
     assert (
         _put(client_as("site-1"), task, update_for(task, delta, num_samples=9)).status_code == 409
     )
+
+
+def test_decline_is_recorded_once(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    task = started["site-2"]
+    body = {
+        "run_id": task.run_id,
+        "round": task.round,
+        "task_nonce": task.task_nonce,
+        "base_model": task.base_model,
+        "reason": "privacy budget exhausted",
+    }
+    node = client_as("site-2")
+    first = node.post("/api/v1/runs/1/rounds/1/decline", json=body)
+    again = node.post("/api/v1/runs/1/rounds/1/decline", json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    other = node.post("/api/v1/runs/1/rounds/1/decline", json={**body, "reason": "changed my mind"})
+    assert other.status_code == 409
+    stolen = client_as("site-1").post("/api/v1/runs/1/rounds/1/decline", json=body)
+    assert stolen.status_code == 403
+    assert stolen.json()["detail"] == (
+        "task nonce does not match the task issued to node site-1 for round 1"
+    )
+    rounds = client_as("admin").get("/api/v1/rounds").json()
+    assert rounds[0]["declined_nodes"] == ["site-2"]

@@ -254,3 +254,52 @@ def test_crash_while_aggregating_is_finished_on_recovery(
     for name, tensor in base.items():
         torch.testing.assert_close(merged[name], tensor + 1, rtol=0, atol=1e-6)
     assert list(restarted.blobs.tmp.iterdir()) == []
+
+
+def _decline(federation: Federation, name: str, reason: str = "budget spent") -> None:
+    from shared.schemas import Decline
+
+    t = task_of(federation, name)
+    _, new = federation.accept_decline(
+        node(name),
+        t.run_id,
+        t.round,
+        Decline(
+            run_id=t.run_id, round=t.round, task_nonce=t.task_nonce, base_model=t.base_model,
+            reason=reason,
+        ),
+    )  # fmt: skip
+    assert new
+
+
+def test_declined_node_does_not_hold_up_the_round(federation: Federation, tmp_path: Path) -> None:
+    federation.create_run(ADMIN, tiny_run(min_nodes=1))
+    base = load_file(federation.blobs.open_path(task_of(federation, "site-1").base_model))
+    submit(federation, tmp_path, "site-1", {k: torch.ones_like(v) for k, v in base.items()}, 2)
+    _decline(federation, "site-2", "privacy budget exhausted")
+    settle(federation)
+    first = federation.list_rounds()[0]
+    assert first.state == RoundState.CLOSED
+    assert (first.reported_nodes, first.declined_nodes, first.num_samples) == (
+        ["site-1"],
+        ["site-2"],
+        2,
+    )
+    declined = next(u for u in first.updates if u.node == "site-2")
+    assert (declined.status, declined.detail) == ("declined", "privacy budget exhausted")
+    merged = load_file(federation.blobs.open_path(first.result_model or ""))
+    for name, tensor in base.items():  # only site-1's update counts
+        torch.testing.assert_close(merged[name], tensor + 1, rtol=0, atol=1e-6)
+    # the declining node gets the next round's task like everyone else
+    assert task_of(federation, "site-2").round == 2
+
+
+def test_too_few_contributors_after_all_respond_fails_at_once(federation: Federation) -> None:
+    run = federation.create_run(ADMIN, tiny_run(min_nodes=1))
+    _decline(federation, "site-1")
+    _decline(federation, "site-2")
+    settle(federation)
+    assert federation.list_rounds()[0].state == RoundState.FAILED
+    assert federation.get_run(run.id).detail == (
+        "round 1 failed: all nodes responded but only 0 contributed (min_nodes 1)"
+    )

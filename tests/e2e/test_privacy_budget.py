@@ -1,0 +1,88 @@
+"""A node with a small privacy budget stops contributing at the right round; the run goes on."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from services.demo.processes import Kit, node_env, spawn, stop
+from services.node.data.synthetic import write_site
+from shared.model import ModelConfig
+from shared.schemas import (
+    Mechanism,
+    NodeView,
+    PrivacyPolicy,
+    RoundView,
+    RunCreate,
+    RunView,
+    TrainingPlan,
+)
+from tests.e2e.conftest import AggregatorProcess
+
+pytestmark = pytest.mark.slow
+EPSILON = 1000.0
+
+
+@pytest.mark.parametrize("aggregator", ["httptools"], indirect=True)
+def test_budget_exhaustion_declines_and_run_continues(
+    aggregator: AggregatorProcess, tmp_path: Path
+) -> None:
+    names = ["site-1", "site-2", "site-3"]
+    for index, name in enumerate(names, start=1):
+        write_site(tmp_path / "data" / name, index, 2, (24, 24, 24), seed=3)
+    request = RunCreate(
+        rounds=3,
+        expected_nodes=names,
+        min_nodes=2,
+        round_timeout_s=300,
+        model=ModelConfig(init_filters=8),
+        plan=TrainingPlan(max_steps=1, crop_size=(24, 24, 24)),
+        privacy=PrivacyPolicy(mechanism=Mechanism.SVT, fraction=0.05, clip=1e-3, epsilon=EPSILON),
+    )
+    budgets = {"site-3": str(1.5 * EPSILON)}  # room for exactly one release
+    with aggregator.client("admin") as admin:
+        assert admin.post("/api/v1/runs", json=request.model_dump(mode="json")).status_code == 201
+        nodes = []
+        for name in names:
+            extra = {"FEDSEG_PRIVACY_BUDGET_EPSILON": budgets[name]} if name in budgets else {}
+            env = node_env(
+                Kit.of(aggregator.pki_dir, name), aggregator.url, tmp_path / "data" / name,
+                tmp_path / "nodes" / name, OMP_NUM_THREADS="1", FEDSEG_VAL_FRACTION="0.5",
+                **extra,
+            )  # fmt: skip
+            nodes.append(spawn("services.node.main", env, tmp_path / f"{name}.log"))
+        try:
+            for _ in range(600):
+                run = RunView.model_validate(admin.get("/api/v1/runs/1").json())
+                if run.state != "running":
+                    break
+                time.sleep(0.5)
+        finally:
+            for n in nodes:
+                stop(n)
+        logs = "\n".join((tmp_path / f"{n}.log").read_text()[-1500:] for n in names)
+        assert run.state == "completed", logs
+        rounds = [RoundView.model_validate(r) for r in admin.get("/api/v1/rounds").json()]
+        listed = {
+            v.name: v
+            for v in (NodeView.model_validate(n) for n in admin.get("/api/v1/nodes").json())
+        }
+    first, second, third = rounds[:3]
+    assert first.reported_nodes == names
+    assert (second.reported_nodes, second.declined_nodes) == (["site-1", "site-2"], ["site-3"])
+    assert (third.reported_nodes, third.declined_nodes) == (["site-1", "site-2"], ["site-3"])
+    refusal = next(u for u in second.updates if u.node == "site-3")
+    assert refusal.detail == (
+        "privacy budget exhausted: this release would bring the cumulative epsilon to 2000, "
+        "over the budget of 1500"
+    )
+    for update in first.updates:
+        assert update.privacy is not None
+        assert update.privacy.mechanism == "svt"
+        assert update.privacy.epsilon == pytest.approx(EPSILON)
+    assert listed["site-3"].privacy_total is not None
+    assert listed["site-3"].privacy_total.epsilon == pytest.approx(EPSILON)
+    assert listed["site-1"].privacy_total is not None
+    assert listed["site-1"].privacy_total.epsilon == pytest.approx(3 * EPSILON)

@@ -1,0 +1,1 @@
+"""Tests of the privacy mechanisms: selection, noise scales, accounting and policy handling."""
