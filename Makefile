@@ -45,6 +45,7 @@ format: install-dev
 bench: install
 	$(BIN)/python -m benchmarks.aggregator_memory
 	$(BIN)/python -m benchmarks.round_overhead
+	$(BIN)/python -m benchmarks.privacy_filters
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
