@@ -13,7 +13,7 @@ import torch
 
 from services.demo.processes import Kit
 from services.node.client import AggregatorClient
-from shared.schemas import EvaluationReport, RunState, UpdateManifest, UpdateMetrics
+from shared.schemas import Announcement, EvaluationReport, RunState, UpdateManifest, UpdateMetrics
 from shared.tensors import load_file, update_bytes
 
 
@@ -22,6 +22,9 @@ def main(pki_dir: str, name: str, url: str) -> int:
     cache = Path(tempfile.mkdtemp(prefix=f"idle-{name}-"))
     with Kit.of(Path(pki_dir), name).http(url, timeout=120) as http:
         client = AggregatorClient(http)
+        client.announce(
+            Announcement(software_version="idle", device="cpu", num_train_cases=0, num_val_cases=0)
+        )
         zeros: dict[str, torch.Tensor] | None = None
         while True:
             poll = client.poll(20)

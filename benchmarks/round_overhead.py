@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             spawn("benchmarks.idle_node", {}, work / f"{name}.log", args=(str(pki), name, url))
             for name in names
         ]
-        time.sleep(8)  # let every node import torch and park on its long-poll
+        # Start timing only once every node has imported torch and announced itself.
+        while len(admin.get("/api/v1/nodes").json()) < args.nodes:
+            time.sleep(0.5)
         run = RunCreate(
             rounds=args.rounds, expected_nodes=names, min_nodes=args.nodes, model=ModelConfig()
         )
