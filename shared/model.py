@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import torch
-from monai.networks.nets.segresnet import SegResNet
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and MONAI are imported where a network is built, so that reading a ModelConfig
+# (the wire schemas, the operator CLI) does not pay seconds of import time.
 
 REGIONS: tuple[str, str, str] = ("TC", "WT", "ET")
 """Output channels, in order: tumour core, whole tumour, enhancing tumour."""
@@ -29,6 +35,8 @@ def build_model(config: ModelConfig) -> torch.nn.Module:
 
     D, H and W must be divisible by 2 ** (len(blocks_down) - 1).
     """
+    from monai.networks.nets.segresnet import SegResNet
+
     if len(config.blocks_up) != len(config.blocks_down) - 1:
         raise ValueError(
             "blocks_up must have one entry fewer than blocks_down, got "
@@ -47,6 +55,8 @@ def build_model(config: ModelConfig) -> torch.nn.Module:
 
 def initial_state(config: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
     """The run's first global model: a seeded initialisation, identical on every machine."""
+    import torch
+
     # fork_rng keeps the process-wide generator untouched; MONAI layers draw from it.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

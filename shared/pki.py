@@ -1,4 +1,4 @@
-"""The federation's PKI: one local CA issuing server, node and admin certificates (DESIGN 3.1)."""
+"""The federation's PKI: one CA issuing certificates, hospital kits and a CRL (DESIGN 3.1)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.errors import PKIError
-from shared.identity import NAME_PATTERN, Role, identity_from_certificate
+from shared.identity import NAME_PATTERN, Identity, Role, identity_from_certificate
 
 CA_CERTIFICATE = "ca.pem"
 CA_PRIVATE_KEY = "ca-key.pem"
+CRL_FILE = "crl.pem"
+CRL_VALID_DAYS = 365
+"""How long a CRL is valid; re-sign it (`fedseg-pki crl`) before then, or TLS refuses everyone."""
+KIT_MOUNT = "/kit"
+"""Where a kit folder is mounted in the container that uses it; its env file names paths there."""
+KIT_ENV_FILES = {"node": "node.env", "admin": "admin.env", "server": "aggregator.env"}
 DEFAULT_DNS_NAMES = ("localhost",)
 DEFAULT_IP_ADDRESSES = ("127.0.0.1",)
 CLOCK_SKEW = timedelta(minutes=5)
@@ -39,6 +46,31 @@ class CertificatePaths:
 
     certificate: Path
     private_key: Path
+
+
+@dataclass(frozen=True)
+class IssuedKit:
+    """A holder's kit folder: its certificate, its key (absent when it kept it), CA, env file."""
+
+    folder: Path
+    name: str
+    role: Role
+    certificate: Path
+    private_key: Path | None
+    ca: Path
+    env_file: Path
+    issued: bool
+    """False when the folder already held a valid certificate from this CA, which was kept."""
+
+
+@dataclass(frozen=True)
+class RevocationList:
+    """The CA's certificate revocation list as written to ``path``."""
+
+    path: Path
+    serials: tuple[int, ...]
+    number: int
+    next_update: datetime
 
 
 @dataclass(frozen=True)
@@ -163,8 +195,16 @@ def bootstrap(
     server_name: str = "aggregator",
     dns_names: Sequence[str] = DEFAULT_DNS_NAMES,
     ip_addresses: Sequence[str] = DEFAULT_IP_ADDRESSES,
+    kits_dir: Path | None = None,
+    aggregator_url: str | None = None,
 ) -> None:
-    """Create whichever of the CA, server, node and admin credentials is missing; keep the rest."""
+    """Create whichever of the CA, server, node and admin credentials is missing; keep the rest.
+
+    With ``kits_dir`` every holder gets a kit folder ``kits_dir/<name>`` (see ``issue_kit``)
+    instead of files beside the CA, so the CA folder can stay with the CA operator.
+    """
+    if kits_dir is not None and aggregator_url is None:
+        raise PKIError("kits for nodes and admins need the aggregator's https:// URL")
     wanted = [(server_name, Role.SERVER)] + [(n, Role.NODE) for n in nodes]
     wanted += [(a, Role.ADMIN) for a in admins]
     seen: set[str] = set()
@@ -173,7 +213,16 @@ def bootstrap(
         if name in seen:
             raise PKIError(f"the name {name!r} is given twice; each holder needs its own name")
         seen.add(name)
+    if aggregator_url is not None:
+        _check_https(aggregator_url)
     create_ca(pki_dir)
+    if kits_dir is not None:
+        for name, role in wanted:
+            issue_kit(
+                pki_dir, kits_dir / name, name, role, aggregator_url=aggregator_url,
+                dns_names=dns_names, ip_addresses=ip_addresses,
+            )  # fmt: skip
+        return
     for name, role in wanted:
         cert_path, key_path = pki_dir / f"{name}.pem", pki_dir / f"{name}-key.pem"
         if cert_path.exists() and key_path.exists():
@@ -188,12 +237,235 @@ def bootstrap(
             issue_client_certificate(pki_dir, name, role)
 
 
+def issue_kit(
+    pki_dir: Path,
+    out_dir: Path,
+    name: str,
+    role: Role = Role.NODE,
+    *,
+    aggregator_url: str | None = None,
+    mount: str = KIT_MOUNT,
+    dns_names: Sequence[str] = DEFAULT_DNS_NAMES,
+    ip_addresses: Sequence[str] = DEFAULT_IP_ADDRESSES,
+    valid_days: int = 825,
+) -> IssuedKit:
+    """Write a holder's kit: ``<name>.pem``, ``<name>-key.pem`` (0600), ``ca.pem``, env file.
+
+    Never the CA's key. A folder that already holds a certificate of this name and role from
+    this CA, with its key, keeps them (``issued`` is False); ca.pem and the env file are
+    rewritten. ``mount`` is where the folder will be in the container that uses it.
+    """
+    _check_name(name)
+    url = _kit_url(role, aggregator_url)
+    _check_kit_folder(pki_dir, out_dir)
+    ca_cert, _ = _load_ca(pki_dir)
+    cert_path, key_path = out_dir / f"{name}.pem", out_dir / f"{name}-key.pem"
+    issued = not _kit_is_current(ca_cert, cert_path, key_path, name, role)
+    if issued:
+        if role is Role.SERVER:
+            issue_server_certificate(pki_dir, name, dns_names, ip_addresses, valid_days, out_dir)
+        else:
+            issue_client_certificate(pki_dir, name, role, valid_days, out_dir)
+    return _finish_kit(ca_cert, out_dir, name, role, url, mount, key_path, issued)
+
+
+def issue_kit_from_request(
+    pki_dir: Path,
+    out_dir: Path,
+    csr_path: Path,
+    role: Role = Role.NODE,
+    *,
+    aggregator_url: str | None = None,
+    mount: str = KIT_MOUNT,
+    valid_days: int = 825,
+) -> IssuedKit:
+    """Sign a hospital's request into a kit without a key: the key stays where it was made."""
+    url = _kit_url(role, aggregator_url)
+    _check_kit_folder(pki_dir, out_dir)
+    ca_cert, _ = _load_ca(pki_dir)
+    staged = out_dir / f".request-{secrets.token_hex(8)}.pem"
+    try:
+        sign_request(pki_dir, csr_path, role, staged, valid_days)
+        name = identity_from_certificate(load_certificate(staged)).name
+        if (out_dir / f"{name}-key.pem").exists():
+            raise PKIError(
+                f"{out_dir} holds a private key for {name}, which this certificate does not "
+                f"match; a kit signed from a request carries no key, so use an empty folder"
+            )
+        staged.replace(out_dir / f"{name}.pem")
+    finally:
+        staged.unlink(missing_ok=True)
+    return _finish_kit(ca_cert, out_dir, name, role, url, mount, None, True)
+
+
+def issue_crl(pki_dir: Path, valid_days: int = CRL_VALID_DAYS) -> RevocationList:
+    """Create the CA's CRL (``crl.pem``), or re-sign it with the same entries and a new date."""
+    return _write_crl(pki_dir, None, None, valid_days)
+
+
+def revoke(
+    pki_dir: Path,
+    serial: int,
+    reason: x509.ReasonFlags | None = None,
+    valid_days: int = CRL_VALID_DAYS,
+) -> RevocationList:
+    """Add ``serial`` to the CA's CRL (created if missing); revoking it twice changes nothing."""
+    if serial < 1:
+        raise PKIError(f"a certificate serial number is positive, got {serial}")
+    return _write_crl(pki_dir, serial, reason, valid_days)
+
+
+def revoke_certificate(
+    pki_dir: Path,
+    cert_path: Path,
+    reason: x509.ReasonFlags | None = None,
+    valid_days: int = CRL_VALID_DAYS,
+) -> tuple[Identity, RevocationList]:
+    """Revoke the certificate in ``cert_path``, after checking that this CA issued it."""
+    cert = load_certificate(cert_path)
+    check_issued_by(cert, cert_path, load_certificate(pki_dir / CA_CERTIFICATE))
+    return identity_from_certificate(cert), revoke(pki_dir, cert.serial_number, reason, valid_days)
+
+
+def load_crl(path: Path) -> x509.CertificateRevocationList:
+    """Read a PEM CRL, with a clear error naming the file when it cannot be."""
+    try:
+        return x509.load_pem_x509_crl(_read(path, "certificate revocation list"))
+    except ValueError:
+        raise PKIError(f"{path} is not a PEM certificate revocation list") from None
+
+
+def check_issued_by(cert: x509.Certificate, cert_path: Path, ca: x509.Certificate) -> None:
+    """Raise unless ``ca`` signed ``cert`` (read from ``cert_path``, named in the error)."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise PKIError(
+            f"{cert_path} was not issued by the federation CA ({ca.subject.rfc4514_string()})"
+        ) from None
+
+
 def load_certificate(path: Path) -> x509.Certificate:
     """Read a PEM certificate, with a clear error naming the file when it cannot be."""
     try:
         return x509.load_pem_x509_certificate(_read(path, "certificate"))
     except ValueError:
         raise PKIError(f"{path} is not a PEM certificate") from None
+
+
+def _kit_url(role: Role, aggregator_url: str | None) -> str | None:
+    if role is Role.SERVER:
+        return None
+    if aggregator_url is None:
+        raise PKIError(f"a {role} kit needs the aggregator's URL (https://host:port)")
+    return _check_https(aggregator_url)
+
+
+def _check_https(url: str) -> str:
+    if not url.startswith("https://") or len(url) <= len("https://"):
+        raise PKIError(f"the aggregator URL must start with https://, got {url!r}")
+    return url.rstrip("/")
+
+
+def _check_kit_folder(pki_dir: Path, out_dir: Path) -> None:
+    if out_dir.resolve() == pki_dir.resolve() or (out_dir / CA_PRIVATE_KEY).exists():
+        raise PKIError(
+            f"{out_dir} holds (or is) the CA's folder; a kit goes to a folder of its own, "
+            f"so the CA's private key never travels with it"
+        )
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _kit_is_current(
+    ca: x509.Certificate, cert_path: Path, key_path: Path, name: str, role: Role
+) -> bool:
+    if not cert_path.exists() and not key_path.exists():
+        return False
+    if not (cert_path.exists() and key_path.exists()):
+        raise PKIError(f"only one of {cert_path} and {key_path} exists; remove it to reissue")
+    cert = load_certificate(cert_path)
+    check_issued_by(cert, cert_path, ca)
+    holder = identity_from_certificate(cert)
+    if (holder.name, holder.role) != (name, role):
+        raise PKIError(
+            f"{cert_path} belongs to {holder.name} ({holder.role}), not {name} ({role}); "
+            f"remove it to reissue"
+        )
+    return cert.not_valid_after_utc > datetime.now(UTC)
+
+
+def _finish_kit(
+    ca: x509.Certificate,
+    out_dir: Path,
+    name: str,
+    role: Role,
+    url: str | None,
+    mount: str,
+    key_path: Path | None,
+    issued: bool,
+) -> IssuedKit:
+    ca_path = out_dir / CA_CERTIFICATE
+    _write_atomic(ca_path, ca.public_bytes(serialization.Encoding.PEM), _CERT_MODE)
+    env_path = out_dir / KIT_ENV_FILES[role]
+    _write_atomic(env_path, _kit_env(name, role, url, mount.rstrip("/")).encode(), _CERT_MODE)
+    cert_path = out_dir / f"{name}.pem"
+    return IssuedKit(out_dir, name, role, cert_path, key_path, ca_path, env_path, issued)
+
+
+def _kit_env(name: str, role: Role, url: str | None, mount: str) -> str:
+    files = {"CA": f"{mount}/ca.pem", "CERT": f"{mount}/{name}.pem"}
+    files["KEY"] = f"{mount}/{name}-key.pem"
+    if role is Role.ADMIN:
+        lines = [f"FEDSEG_ADMIN_URL={url}"] + [f"FEDSEG_ADMIN_{k}={v}" for k, v in files.items()]
+    else:
+        lines = [f"FEDSEG_AGGREGATOR_URL={url}"] if role is Role.NODE else ["FEDSEG_HOST=0.0.0.0"]
+        lines += [f"FEDSEG_TLS_{k}={v}" for k, v in files.items()]
+        lines.append("FEDSEG_STATE_DIR=/var/lib/fedseg")
+    if role is Role.NODE:
+        lines.append("FEDSEG_DATA_DIR=/data")
+    header = [
+        f"# fedseg {role} settings for {name} (KEY=value, for docker --env-file).",
+        f"# Paths are where this kit is mounted ({mount}); no line here is secret.",
+    ]
+    return "\n".join(header + lines) + "\n"
+
+
+def _write_crl(
+    pki_dir: Path, serial: int | None, reason: x509.ReasonFlags | None, valid_days: int
+) -> RevocationList:
+    ca_cert, ca_key = _load_ca(pki_dir)
+    path = pki_dir / CRL_FILE
+    entries: list[x509.RevokedCertificate] = []
+    number = 1
+    if path.exists():
+        old = load_crl(path)
+        if old.issuer != ca_cert.subject or not old.is_signature_valid(ca_key.public_key()):
+            raise PKIError(f"{path} was not signed by the CA in {pki_dir}; move it away first")
+        entries = list(old)
+        number = old.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+    start, end = _validity(valid_days)
+    if serial is not None and all(e.serial_number != serial for e in entries):
+        entry = x509.RevokedCertificateBuilder().serial_number(serial)
+        entry = entry.revocation_date(datetime.now(UTC))
+        if reason is not None:
+            entry = entry.add_extension(x509.CRLReason(reason), critical=False)
+        entries.append(entry.build())
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(start)
+        .next_update(end)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+    )
+    for revoked in entries:
+        builder = builder.add_revoked_certificate(revoked)
+    crl = builder.sign(ca_key, hashes.SHA256())
+    _write_atomic(path, crl.public_bytes(serialization.Encoding.PEM), _CERT_MODE)
+    written_end = crl.next_update_utc or end  # whole seconds, as the file holds it
+    return RevocationList(path, tuple(e.serial_number for e in entries), number, written_end)
 
 
 def _issue_with_new_key(

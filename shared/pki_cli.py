@@ -1,4 +1,4 @@
-"""``fedseg-pki``: create the federation CA; issue, request, sign and inspect certificates."""
+"""``fedseg-pki``: the federation CA; certificates, hospital kits, requests and revocation."""
 
 from __future__ import annotations
 
@@ -18,6 +18,17 @@ from shared.identity import Role
 
 PROG = "fedseg-pki"
 _PEER_ROLES = (Role.NODE.value, Role.ADMIN.value)
+_ALL_ROLES = (*_PEER_ROLES, Role.SERVER.value)
+_REASONS = {
+    flag.name.replace("_", "-"): flag
+    for flag in (
+        x509.ReasonFlags.key_compromise,
+        x509.ReasonFlags.affiliation_changed,
+        x509.ReasonFlags.superseded,
+        x509.ReasonFlags.cessation_of_operation,
+        x509.ReasonFlags.privilege_withdrawn,
+    )
+}
 _Command = Callable[[argparse.Namespace], None]
 
 
@@ -67,8 +78,71 @@ def _sign(args: argparse.Namespace) -> None:
 def _bootstrap(args: argparse.Namespace) -> None:
     dns, ips = _sans(args)
     admins = args.admin if args.admin is not None else ["admin"]
-    pki.bootstrap(args.dir, args.nodes, admins, dns_names=dns, ip_addresses=ips)
-    print(f"PKI ready in {args.dir}")
+    pki.bootstrap(
+        args.dir, args.nodes, admins, dns_names=dns, ip_addresses=ips,
+        kits_dir=args.kits, aggregator_url=args.aggregator_url,
+    )  # fmt: skip
+    print(f"PKI ready in {args.dir}" + (f", kits in {args.kits}" if args.kits else ""))
+
+
+def _kit(args: argparse.Namespace) -> None:
+    role = Role(args.role)
+    if (args.name is None) == (args.csr is None):
+        raise _UsageError("give exactly one of --name (new key) and --csr (the hospital's key)")
+    if args.csr is not None:
+        kit = pki.issue_kit_from_request(
+            args.dir, args.out, args.csr, role, aggregator_url=args.aggregator_url,
+            mount=args.mount, valid_days=args.valid_days,
+        )  # fmt: skip
+    else:
+        dns, ips = _sans(args)
+        kit = pki.issue_kit(
+            args.dir, args.out, args.name, role, aggregator_url=args.aggregator_url,
+            mount=args.mount, dns_names=dns, ip_addresses=ips, valid_days=args.valid_days,
+        )  # fmt: skip
+    verb = "issued" if kit.issued else "kept, still valid"
+    print(f"kit for {kit.name} ({kit.role}) in {kit.folder}:")
+    print(f"certificate: {kit.certificate} ({verb})")
+    if kit.private_key is not None:
+        print(f"private key: {kit.private_key} (0600; hand the kit over privately)")
+    else:
+        print(f"private key: none; it stays where {kit.name}'s request was made")
+    print(f"CA:          {kit.ca}")
+    print(f"settings:    {kit.env_file} (paths as mounted at {args.mount})")
+
+
+def _revoke(args: argparse.Namespace) -> None:
+    reason = None if args.reason is None else _REASONS[args.reason]
+    if (args.cert is None) == (args.serial is None):
+        raise _UsageError("give exactly one of --cert and --serial")
+    if args.cert is not None:
+        holder, crl = pki.revoke_certificate(args.dir, args.cert, reason, args.valid_days)
+        print(f"revoked {holder.name} ({holder.role}), serial {holder.serial:x}")
+        tell = f"--cert {args.cert}"
+    else:
+        crl = pki.revoke(args.dir, _serial(args.serial), reason, args.valid_days)
+        print(f"revoked serial {args.serial.lower()}")
+        tell = f"--serial {args.serial.lower()} --name NAME"
+    _print_crl(crl)
+    print(f"to refuse it at once, without a restart: fedseg-admin revoke {tell}")
+
+
+def _crl(args: argparse.Namespace) -> None:
+    _print_crl(pki.issue_crl(args.dir, args.valid_days))
+
+
+def _print_crl(crl: pki.RevocationList) -> None:
+    print(
+        f"CRL: {crl.path} (number {crl.number}, {len(crl.serials)} revoked, "
+        f"valid until {crl.next_update.isoformat()})"
+    )
+
+
+def _serial(text: str) -> int:
+    try:
+        return int(text, 16)
+    except ValueError:
+        raise _UsageError(f"--serial must be hexadecimal, got {text!r}") from None
 
 
 def _show(args: argparse.Namespace) -> None:
@@ -151,7 +225,28 @@ def _parser() -> argparse.ArgumentParser:
     pki_dir(boot)
     boot.add_argument("--nodes", nargs="+", required=True, metavar="NAME", help="node names")
     boot.add_argument("--admin", nargs="+", action="extend", metavar="NAME", help="default: admin")
+    boot.add_argument("--kits", type=Path, help="write a kit per holder to KITS/<name> instead")
+    boot.add_argument("--aggregator-url", help="https://host:port written into the kits")
     san_options(boot)
+    kit = command("kit", _kit, "issue a holder's kit folder: certificate, key, CA, settings")
+    pki_dir(kit)
+    kit.add_argument("--out", type=Path, required=True, help="the kit folder (not the CA's)")
+    kit.add_argument("--name", help="holder name (CN); a new key is made for it")
+    kit.add_argument("--csr", type=Path, help="sign this request instead; no key in the kit")
+    kit.add_argument("--role", default=Role.NODE.value, choices=_ALL_ROLES)
+    kit.add_argument("--aggregator-url", help="https://host:port (node and admin kits)")
+    kit.add_argument("--mount", default=pki.KIT_MOUNT, help="where the kit is mounted")
+    kit.add_argument("--valid-days", type=int, default=825)
+    san_options(kit)
+    revoke = command("revoke", _revoke, "add a certificate to the CA's revocation list")
+    pki_dir(revoke)
+    revoke.add_argument("--cert", type=Path, help="the certificate to revoke")
+    revoke.add_argument("--serial", help="or its serial number (hex)")
+    revoke.add_argument("--reason", choices=sorted(_REASONS))
+    revoke.add_argument("--valid-days", type=int, default=pki.CRL_VALID_DAYS, help="CRL validity")
+    crl = command("crl", _crl, "create the CA's revocation list, or re-sign it before it expires")
+    pki_dir(crl)
+    crl.add_argument("--valid-days", type=int, default=pki.CRL_VALID_DAYS, help="CRL validity")
     show = command("show", _show, "print a certificate's subject, role, serial and validity")
     show.add_argument("path", type=Path, help="PEM certificate file")
     return parser

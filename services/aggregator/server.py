@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 
 from services.aggregator.api.main import create_app
 from services.aggregator.core.blobs import BlobStore
@@ -17,6 +18,7 @@ from services.aggregator.core.db import make_engine
 from services.aggregator.core.security import mutual_tls_config
 from services.aggregator.federation import Federation
 from shared.errors import ConfigurationError
+from shared.settings import describe_settings_error
 from shared.tls import server_ssl_context
 
 log = logging.getLogger("fedseg.aggregator")
@@ -52,8 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = parse_args(argv)
     try:
         settings = AggregatorSettings(**overrides)  # type: ignore[arg-type]
-    except ValueError as exc:
-        print(f"fedseg-aggregator: configuration error: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        print(
+            f"fedseg-aggregator: configuration error: {describe_settings_error(exc)}",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -61,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         federation = build(settings)
-        context = server_ssl_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
+        context = server_ssl_context(
+            settings.tls_cert, settings.tls_key, settings.tls_ca, settings.tls_crl
+        )
     except (ConfigurationError, OSError) as exc:
         print(f"fedseg-aggregator: cannot start: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import torch
+from pydantic import ValidationError
 
 from services.node.client import AggregatorClient
 from services.node.config import NodeSettings
@@ -22,6 +23,7 @@ from shared.errors import FedsegError
 from shared.identity import identity_from_certificate
 from shared.pki import load_certificate
 from shared.schemas import Announcement
+from shared.settings import describe_settings_error
 from shared.tls import client_ssl_context
 
 log = logging.getLogger("fedseg.node")
@@ -54,8 +56,8 @@ def load_local_data(settings: NodeSettings) -> LocalData:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = NodeSettings(**parse_args(argv))  # type: ignore[arg-type]
-    except ValueError as exc:
-        print(f"fedseg-node: configuration error: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        print(f"fedseg-node: configuration error: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -1,4 +1,4 @@
-"""Tests for shared.pki: file modes, certificate fields, the CSR flow, bootstrap and real TLS."""
+"""Tests for shared.pki: modes, certificate fields, CSR flow, kits, bootstrap, CRL, real TLS."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from shared import pki
 from shared.errors import PKIError
 from shared.identity import Identity, Role, identity_from_certificate, identity_from_der
+from shared.tls import server_ssl_context
 
 
 @pytest.fixture
@@ -368,11 +369,231 @@ def test_bootstrap_refuses_inconsistent_requests(tmp_path: Path) -> None:
         pki.bootstrap(tmp_path, ["site-1"])
 
 
+# --- kits: what a holder receives, never the CA's key ---
+
+URL = "https://aggregator.example:8443"
+
+
+def _kit_files(folder: Path) -> dict[str, int]:
+    return {p.name: _mode(p) for p in sorted(folder.iterdir())}
+
+
+def _ca_key_bytes(pki_dir: Path) -> bytes:
+    return (pki_dir / "ca-key.pem").read_bytes()
+
+
+def test_issue_kit_holds_certificate_key_ca_and_settings_only(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    kit = pki.issue_kit(pki_dir, tmp_path / "kits/site-1", "site-1", aggregator_url=URL + "/")
+    folder = tmp_path / "kits/site-1"
+    assert kit == pki.IssuedKit(
+        folder=folder,
+        name="site-1",
+        role=Role.NODE,
+        certificate=folder / "site-1.pem",
+        private_key=folder / "site-1-key.pem",
+        ca=folder / "ca.pem",
+        env_file=folder / "node.env",
+        issued=True,
+    )
+    assert _kit_files(folder) == {
+        "ca.pem": 0o644,
+        "node.env": 0o644,
+        "site-1-key.pem": 0o600,
+        "site-1.pem": 0o644,
+    }
+    assert _mode(folder) == 0o700
+    assert kit.ca.read_bytes() == (pki_dir / "ca.pem").read_bytes()
+    ca_key = _ca_key_bytes(pki_dir)
+    assert not [p for p in folder.iterdir() if ca_key in p.read_bytes()]
+    assert kit.env_file.read_text().splitlines()[2:] == [
+        f"FEDSEG_AGGREGATOR_URL={URL}",
+        "FEDSEG_TLS_CA=/kit/ca.pem",
+        "FEDSEG_TLS_CERT=/kit/site-1.pem",
+        "FEDSEG_TLS_KEY=/kit/site-1-key.pem",
+        "FEDSEG_STATE_DIR=/var/lib/fedseg",
+        "FEDSEG_DATA_DIR=/data",
+    ]
+    cert = pki.load_certificate(kit.certificate)
+    assert identity_from_certificate(cert) == Identity("site-1", Role.NODE, cert.serial_number)
+    cert.verify_directly_issued_by(pki.load_certificate(pki_dir / "ca.pem"))
+
+
+def test_issue_kit_keeps_a_valid_kit_and_reissues_an_expired_one(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "kit"
+    first = pki.issue_kit(pki_dir, folder, "site-1", aggregator_url=URL)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    again = pki.issue_kit(pki_dir, folder, "site-1", aggregator_url=URL)
+    assert (first.issued, again.issued) == (True, False)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    past = datetime.now(UTC) - timedelta(days=1)
+    pki.issue_client_certificate(
+        pki_dir, "site-1", Role.NODE, out_dir=folder,
+        not_valid_before=past - timedelta(days=1), not_valid_after=past,
+    )  # fmt: skip
+    renewed = pki.issue_kit(pki_dir, folder, "site-1", aggregator_url=URL)
+    assert renewed.issued
+    assert pki.load_certificate(renewed.certificate).not_valid_after_utc > datetime.now(UTC)
+
+
+def test_admin_and_server_kits_carry_their_own_settings(pki_dir: Path, tmp_path: Path) -> None:
+    admin = pki.issue_kit(
+        pki_dir, tmp_path / "ops", "ops", Role.ADMIN, aggregator_url=URL, mount="/home/ops/kit/"
+    )
+    server = pki.issue_kit(
+        pki_dir, tmp_path / "agg", "aggregator", Role.SERVER,
+        dns_names=["aggregator.example"], ip_addresses=[],
+    )  # fmt: skip
+    assert admin.env_file.name == "admin.env"
+    assert admin.env_file.read_text().splitlines()[2:] == [
+        f"FEDSEG_ADMIN_URL={URL}",
+        "FEDSEG_ADMIN_CA=/home/ops/kit/ca.pem",
+        "FEDSEG_ADMIN_CERT=/home/ops/kit/ops.pem",
+        "FEDSEG_ADMIN_KEY=/home/ops/kit/ops-key.pem",
+    ]
+    assert server.env_file.name == "aggregator.env"
+    assert server.env_file.read_text().splitlines()[2:] == [
+        "FEDSEG_HOST=0.0.0.0",
+        "FEDSEG_TLS_CA=/kit/ca.pem",
+        "FEDSEG_TLS_CERT=/kit/aggregator.pem",
+        "FEDSEG_TLS_KEY=/kit/aggregator-key.pem",
+        "FEDSEG_STATE_DIR=/var/lib/fedseg",
+    ]
+    cert = pki.load_certificate(server.certificate)
+    sans = _ext(cert, x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["aggregator.example"]
+    assert identity_from_certificate(cert).role is Role.SERVER
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (None, "a node kit needs the aggregator's URL (https://host:port)"),
+        ("http://aggregator:8443", "the aggregator URL must start with https://, got "
+         "'http://aggregator:8443'"),
+    ],
+)  # fmt: skip
+def test_issue_kit_refuses_a_missing_or_plaintext_url(
+    pki_dir: Path, tmp_path: Path, url: str | None, message: str
+) -> None:
+    with pytest.raises(PKIError, match=_exactly(message)):
+        pki.issue_kit(pki_dir, tmp_path / "kit", "site-1", aggregator_url=url)
+    assert not (tmp_path / "kit").exists()
+
+
+def test_issue_kit_refuses_the_ca_folder(pki_dir: Path) -> None:
+    message = (
+        f"{pki_dir} holds (or is) the CA's folder; a kit goes to a folder of its own, so the "
+        f"CA's private key never travels with it"
+    )
+    with pytest.raises(PKIError, match=_exactly(message)):
+        pki.issue_kit(pki_dir, pki_dir, "site-1", aggregator_url=URL)
+    assert sorted(p.name for p in pki_dir.iterdir()) == ["ca-key.pem", "ca.pem"]
+
+
+def test_issue_kit_refuses_a_kit_from_another_ca_or_holder(pki_dir: Path, tmp_path: Path) -> None:
+    pki.create_ca(tmp_path / "rogue")
+    pki.issue_client_certificate(tmp_path / "rogue", "site-1", Role.NODE, out_dir=tmp_path / "a")
+    with pytest.raises(PKIError, match=_starting(f"{tmp_path}/a/site-1.pem was not issued by")):
+        pki.issue_kit(pki_dir, tmp_path / "a", "site-1", aggregator_url=URL)
+    pki.issue_kit(pki_dir, tmp_path / "b", "site-1", aggregator_url=URL)
+    with pytest.raises(
+        PKIError, match=_starting(f"{tmp_path}/b/site-1.pem belongs to site-1 (node)")
+    ):
+        pki.issue_kit(pki_dir, tmp_path / "b", "site-1", Role.ADMIN, aggregator_url=URL)
+
+
+def test_kit_from_a_request_carries_no_key(pki_dir: Path, tmp_path: Path) -> None:
+    request = pki.create_signing_request(tmp_path / "hospital", "site-7", Role.NODE)
+    kit = pki.issue_kit_from_request(pki_dir, tmp_path / "kit", request.request, aggregator_url=URL)
+    assert (kit.name, kit.private_key, kit.issued) == ("site-7", None, True)
+    assert _kit_files(tmp_path / "kit") == {"ca.pem": 0o644, "node.env": 0o644, "site-7.pem": 0o644}
+    assert "FEDSEG_TLS_KEY=/kit/site-7-key.pem" in kit.env_file.read_text().splitlines()
+    key = serialization.load_pem_private_key(request.private_key.read_bytes(), None)
+    assert pki.load_certificate(kit.certificate).public_key() == key.public_key()
+    with pytest.raises(PKIError, match=_starting(f"{tmp_path}/hospital holds a private key")):
+        pki.issue_kit_from_request(
+            pki_dir, tmp_path / "hospital", request.request, aggregator_url=URL
+        )
+    assert sorted(p.name for p in (tmp_path / "hospital").iterdir()) == [
+        "site-7-key.pem",
+        "site-7.csr",
+    ]
+
+
+def test_bootstrap_with_kits_keeps_the_ca_folder_to_itself(tmp_path: Path) -> None:
+    ca, kits = tmp_path / "ca", tmp_path / "kits"
+    pki.bootstrap(ca, ["site-1"], ["ops"], kits_dir=kits, aggregator_url=URL)
+    assert sorted(p.name for p in ca.iterdir()) == ["ca-key.pem", "ca.pem"]
+    assert sorted(p.name for p in kits.iterdir()) == ["aggregator", "ops", "site-1"]
+    assert sorted(_kit_files(kits / "ops")) == ["admin.env", "ca.pem", "ops-key.pem", "ops.pem"]
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*.pem"))}
+    pki.bootstrap(ca, ["site-1"], ["ops"], kits_dir=kits, aggregator_url=URL)
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*.pem"))} == before
+    with pytest.raises(
+        PKIError, match=_exactly("kits for nodes and admins need the aggregator's https:// URL")
+    ):
+        pki.bootstrap(ca, ["site-2"], kits_dir=kits)
+
+
+# --- revocation: the CA's CRL ---
+
+
+def test_revoke_writes_a_crl_signed_by_the_ca(pki_dir: Path) -> None:
+    paths = pki.issue_client_certificate(pki_dir, "site-1", Role.NODE)
+    serial = pki.load_certificate(paths.certificate).serial_number
+    holder, result = pki.revoke_certificate(
+        pki_dir, paths.certificate, x509.ReasonFlags.key_compromise
+    )
+    assert (holder.name, holder.serial) == ("site-1", serial)
+    assert (result.path, result.serials, result.number) == (pki_dir / "crl.pem", (serial,), 1)
+    crl = pki.load_crl(result.path)
+    ca = pki.load_certificate(pki_dir / "ca.pem")
+    assert crl.is_signature_valid(ca.public_key())
+    assert crl.issuer == ca.subject
+    assert crl.next_update_utc == result.next_update
+    assert timedelta(days=364) < result.next_update - datetime.now(UTC) <= timedelta(days=365)
+    entry = crl.get_revoked_certificate_by_serial_number(serial)
+    assert entry is not None
+    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    assert reason is x509.ReasonFlags.key_compromise
+    assert _mode(result.path) == 0o644
+
+
+def test_revoke_keeps_earlier_entries_and_is_idempotent(pki_dir: Path) -> None:
+    assert pki.issue_crl(pki_dir).serials == ()
+    assert pki.revoke(pki_dir, 0xABC).serials == (0xABC,)
+    again = pki.revoke(pki_dir, 0xABC)
+    assert (again.serials, again.number) == ((0xABC,), 3)
+    assert pki.revoke(pki_dir, 0xDEF).serials == (0xABC, 0xDEF)
+    refreshed = pki.issue_crl(pki_dir, valid_days=7)
+    assert (refreshed.serials, refreshed.number) == ((0xABC, 0xDEF), 5)
+    assert refreshed.next_update - datetime.now(UTC) <= timedelta(days=7)
+    with pytest.raises(PKIError, match=_exactly("a certificate serial number is positive, got 0")):
+        pki.revoke(pki_dir, 0)
+
+
+def test_revoke_refuses_other_cas_certificates_and_crls(pki_dir: Path, tmp_path: Path) -> None:
+    pki.create_ca(tmp_path / "rogue")
+    rogue = pki.issue_client_certificate(tmp_path / "rogue", "site-1", Role.NODE)
+    with pytest.raises(PKIError, match=_starting(f"{rogue.certificate} was not issued by")):
+        pki.revoke_certificate(pki_dir, rogue.certificate)
+    assert not (pki_dir / "crl.pem").exists()
+    pki.issue_crl(tmp_path / "rogue")
+    (pki_dir / "crl.pem").write_bytes((tmp_path / "rogue/crl.pem").read_bytes())
+    with pytest.raises(PKIError, match=_starting(f"{pki_dir}/crl.pem was not signed by the CA")):
+        pki.revoke(pki_dir, 5)
+
+
 # --- real TLS: the certificates work with Python's ssl module as the services use it ---
 
 
 # OpenSSL's verify codes (x509_vfy.h); its messages for them differ between versions.
 X509_V_ERR_CERT_HAS_EXPIRED = 10
+X509_V_ERR_CERT_REVOKED = 23
 X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY = 20
 X509_V_ERR_INVALID_PURPOSE = 26
 
@@ -393,14 +614,17 @@ def _context(*, server: bool, ca: Path, credentials: pki.CertificatePaths) -> ss
 
 
 def _handshake(
-    pki_dir: Path, client: pki.CertificatePaths, server: pki.CertificatePaths | None = None
+    pki_dir: Path,
+    client: pki.CertificatePaths,
+    server: pki.CertificatePaths | None = None,
+    server_ctx: ssl.SSLContext | None = None,
 ) -> tuple[Identity | BaseException, BaseException | None]:
     """Run one mTLS exchange over a socket pair; return (server outcome, client error)."""
     server = server or pki.CertificatePaths(
         pki_dir / "aggregator.pem", pki_dir / "aggregator-key.pem"
     )
     ca = pki_dir / "ca.pem"
-    server_ctx = _context(server=True, ca=ca, credentials=server)
+    server_ctx = server_ctx or _context(server=True, ca=ca, credentials=server)
     client_ctx = _context(server=False, ca=ca, credentials=client)
     server_sock, client_sock = socket.socketpair()
     outcome: list[Identity | BaseException] = []
@@ -475,3 +699,22 @@ def test_tls_client_refuses_a_node_certificate_used_as_a_server(federation: Path
     _, client_error = _handshake(federation, node, server=node)
     assert isinstance(client_error, ssl.SSLCertVerificationError)
     assert client_error.verify_code == X509_V_ERR_INVALID_PURPOSE
+
+
+def test_tls_with_the_crl_refuses_a_revoked_certificate_only(federation: Path) -> None:
+    site_1 = pki.CertificatePaths(federation / "site-1.pem", federation / "site-1-key.pem")
+    admin = pki.CertificatePaths(federation / "admin.pem", federation / "admin-key.pem")
+    crl = pki.revoke_certificate(federation, site_1.certificate)[1].path
+
+    def server() -> ssl.SSLContext:
+        files = (federation / "aggregator.pem", federation / "aggregator-key.pem")
+        return server_ssl_context(*files, federation / "ca.pem", crl)
+
+    outcome, client_error = _handshake(federation, site_1, server_ctx=server())
+    assert isinstance(outcome, ssl.SSLCertVerificationError)
+    assert outcome.verify_code == X509_V_ERR_CERT_REVOKED
+    assert client_error is not None
+    outcome, client_error = _handshake(federation, admin, server_ctx=server())
+    assert client_error is None
+    assert isinstance(outcome, Identity)
+    assert outcome.name == "admin"

@@ -86,9 +86,20 @@ def test_client_without_a_ca_is_a_one_line_error(tmp_path: Path, capsys: Capture
         ),
         ("client --dir d --role node", "the following arguments are required: --name"),
         (
+            "kit --dir d --out k",
+            "give exactly one of --name (new key) and --csr (the hospital's key)",
+        ),
+        ("revoke --dir d", "give exactly one of --cert and --serial"),
+        ("revoke --dir d --serial xyz", "--serial must be hexadecimal, got 'xyz'"),
+        (
+            "revoke --dir d --serial 1 --reason bored",
+            "argument --reason: invalid choice: 'bored' (choose from 'affiliation-changed', "
+            "'cessation-of-operation', 'key-compromise', 'privilege-withdrawn', 'superseded')",
+        ),
+        (
             "rotate",
             "argument COMMAND: invalid choice: 'rotate' (choose from 'init', 'server', "
-            "'client', 'csr', 'sign', 'bootstrap', 'show')",
+            "'client', 'csr', 'sign', 'bootstrap', 'kit', 'revoke', 'crl', 'show')",
         ),
     ],
 )
@@ -153,6 +164,95 @@ def test_bootstrap_with_named_admins(tmp_path: Path, capsys: Capture) -> None:
         Role.ADMIN,
         Role.ADMIN,
     ]
+
+
+def test_kit_issues_a_node_kit_then_keeps_it(tmp_path: Path, capsys: Capture) -> None:
+    pki.create_ca(tmp_path / "ca")
+    command = (
+        f"kit --dir {tmp_path}/ca --name site-4 --out {tmp_path}/kits/site-4 "
+        f"--aggregator-url https://agg.example:8443"
+    )
+    code, out, err = _run(capsys, command)
+    kit = tmp_path / "kits/site-4"
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"kit for site-4 (node) in {kit}:",
+        f"certificate: {kit}/site-4.pem (issued)",
+        f"private key: {kit}/site-4-key.pem (0600; hand the kit over privately)",
+        f"CA:          {kit}/ca.pem",
+        f"settings:    {kit}/node.env (paths as mounted at /kit)",
+    ]
+    assert sorted(p.name for p in kit.iterdir()) == [
+        "ca.pem",
+        "node.env",
+        "site-4-key.pem",
+        "site-4.pem",
+    ]
+    assert (
+        _run(capsys, command)[1].splitlines()[1]
+        == f"certificate: {kit}/site-4.pem (kept, still valid)"
+    )
+
+
+def test_kit_from_a_hospital_request(tmp_path: Path, capsys: Capture) -> None:
+    pki.create_ca(tmp_path / "ca")
+    csr = pki.create_signing_request(tmp_path / "hospital", "site-7", Role.NODE).request
+    command = (
+        f"kit --dir {tmp_path}/ca --csr {csr} --out {tmp_path}/kit --aggregator-url "
+        f"https://agg.example:8443 --mount /etc/fedseg/kit"
+    )
+    code, out, _ = _run(capsys, command)
+    assert code == 0
+    assert out.splitlines()[2] == "private key: none; it stays where site-7's request was made"
+    assert sorted(p.name for p in (tmp_path / "kit").iterdir()) == [
+        "ca.pem",
+        "node.env",
+        "site-7.pem",
+    ]
+    env = (tmp_path / "kit/node.env").read_text()
+    assert "FEDSEG_TLS_KEY=/etc/fedseg/kit/site-7-key.pem\n" in env
+    assert _role(tmp_path / "kit/site-7.pem") is Role.NODE
+
+
+def test_bootstrap_writes_kits_apart_from_the_ca(tmp_path: Path, capsys: Capture) -> None:
+    command = (
+        f"bootstrap --dir {tmp_path}/ca --kits {tmp_path}/kits --nodes site-1 "
+        f"--aggregator-url https://aggregator:8443 --dns aggregator"
+    )
+    assert _run(capsys, command) == (
+        0,
+        f"PKI ready in {tmp_path}/ca, kits in {tmp_path}/kits\n",
+        "",
+    )
+    assert sorted(p.name for p in (tmp_path / "ca").iterdir()) == ["ca-key.pem", "ca.pem"]
+    assert sorted(p.name for p in (tmp_path / "kits").iterdir()) == [
+        "admin",
+        "aggregator",
+        "site-1",
+    ]
+    assert _sans(tmp_path / "kits/aggregator/aggregator.pem") == ["aggregator", "127.0.0.1"]
+
+
+def test_revoke_by_certificate_or_serial_then_refresh(tmp_path: Path, capsys: Capture) -> None:
+    pki.create_ca(tmp_path)
+    cert = pki.issue_client_certificate(tmp_path, "site-2", Role.NODE).certificate
+    serial = pki.load_certificate(cert).serial_number
+    code, out, err = _run(capsys, f"revoke --dir {tmp_path} --cert {cert} --reason key-compromise")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == f"revoked site-2 (node), serial {serial:x}"
+    assert lines[1].startswith(f"CRL: {tmp_path}/crl.pem (number 1, 1 revoked, valid until ")
+    assert lines[2] == f"to refuse it at once, without a restart: fedseg-admin revoke --cert {cert}"
+    out = _run(capsys, f"revoke --dir {tmp_path} --serial 0ABC")[1].splitlines()
+    assert out[0] == "revoked serial 0abc"
+    assert out[2] == (
+        "to refuse it at once, without a restart: fedseg-admin revoke --serial 0abc --name NAME"
+    )
+    code, out, _ = _run(capsys, f"crl --dir {tmp_path} --valid-days 30")
+    assert code == 0
+    assert out.startswith(f"CRL: {tmp_path}/crl.pem (number 3, 2 revoked, valid until ")
+    crl = pki.load_crl(tmp_path / "crl.pem")
+    assert {e.serial_number for e in crl} == {serial, 0xABC}
 
 
 def test_show_prints_the_fields(tmp_path: Path, capsys: Capture) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from cryptography import x509
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,6 +24,8 @@ class AggregatorSettings(BaseSettings):
     tls_cert: Path
     tls_key: Path
     tls_ca: Path
+    tls_crl: Path | None = None
+    """The CA's revocation list (PEM), checked in every handshake; read at start-up."""
     state_dir: Path = Path("var/aggregator")
     database_url: str | None = None
     """SQLAlchemy URL; SQLite in ``state_dir`` when unset."""
@@ -45,6 +49,8 @@ class AggregatorSettings(BaseSettings):
             raise ValueError(
                 f"FEDSEG_TLS_KEY {self.tls_key} is readable by group or others; chmod 600 it"
             )
+        if self.tls_crl is not None:
+            _check_crl(self.tls_crl)
         return self
 
     @property
@@ -56,6 +62,23 @@ class AggregatorSettings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.state_dir / "blobs"
+
+
+def _check_crl(path: Path) -> None:
+    # An expired CRL makes OpenSSL refuse every client, so it is refused here, by name.
+    if not path.is_file():
+        raise ValueError(f"FEDSEG_TLS_CRL points to {path}, which is not a file")
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except ValueError:
+        raise ValueError(
+            f"FEDSEG_TLS_CRL {path} is not a PEM certificate revocation list"
+        ) from None
+    if crl.next_update_utc is not None and crl.next_update_utc <= datetime.now(UTC):
+        raise ValueError(
+            f"FEDSEG_TLS_CRL {path} expired at {crl.next_update_utc.isoformat()}; "
+            f"re-sign it with `fedseg-pki crl`"
+        )
 
 
 @lru_cache

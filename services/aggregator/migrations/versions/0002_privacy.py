@@ -19,7 +19,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("privacy_json", sa.JSON(), nullable=False, server_default=sa.text("'{}'"))
+            sa.Column("privacy_json", sa.JSON(), nullable=False, server_default="{}")
         )
     with op.batch_alter_table("updates", schema=None) as batch_op:
         batch_op.add_column(

@@ -1,0 +1,101 @@
+"""The admin's HTTP client: mutual TLS with the admin kit, typed answers, clear errors."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import TypeAdapter
+
+from services.admin.config import AdminSettings
+from shared.errors import FedsegError
+from shared.schemas import API_PREFIX, Health, NodeView, RoundView, RunCreate, RunView
+from shared.tls import client_ssl_context
+
+T = TypeVar("T")
+
+
+class AdminError(FedsegError):
+    """The aggregator could not be reached (``status`` None), or refused or failed a request."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: no answer at all, or the aggregator failed (5xx)."""
+        return self.status is None or self.status >= 500
+
+
+class AdminClient:
+    """One method per admin action; every answer is validated against the wire schemas."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+
+    @classmethod
+    def connect(cls, settings: AdminSettings) -> AdminClient:
+        context = client_ssl_context(settings.cert, settings.key, settings.ca)
+        http = httpx.Client(base_url=settings.url, verify=context, timeout=settings.timeout_s)
+        return cls(http)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def health(self) -> Health:
+        return self._get("/health", Health)
+
+    def runs(self) -> list[RunView]:
+        return self._get("/runs", list[RunView])
+
+    def run(self, run_id: int) -> RunView:
+        return self._get(f"/runs/{run_id}", RunView)
+
+    def rounds(self, run_id: int | None = None) -> list[RoundView]:
+        path = "/rounds" if run_id is None else f"/runs/{run_id}/rounds"
+        return self._get(path, list[RoundView])
+
+    def nodes(self) -> list[NodeView]:
+        return self._get("/nodes", list[NodeView])
+
+    def create_run(self, request: RunCreate) -> RunView:
+        body = request.model_dump(mode="json")
+        return TypeAdapter(RunView).validate_python(self._send("POST", "/runs", body).json())
+
+    def steer(self, run_id: int, action: str) -> RunView:
+        """``action`` is pause, resume or abort."""
+        answer = self._send("POST", f"/runs/{run_id}/{action}", None)
+        return RunView.model_validate(answer.json())
+
+    def revoke(self, serial: int, name: str, reason: str | None) -> None:
+        body = {"serial": format(serial, "x"), "name": name, "reason": reason}
+        self._send("POST", "/revocations", body)
+
+    def _get(self, path: str, kind: type[T] | Any) -> T:
+        answer = self._send("GET", path, None)
+        result: T = TypeAdapter(kind).validate_python(answer.json())
+        return result
+
+    def _send(self, method: str, path: str, body: object) -> httpx.Response:
+        url = f"{API_PREFIX}{path}"
+        try:
+            response = self.http.request(method, url, json=body)
+        except httpx.TransportError as exc:
+            raise AdminError(f"cannot reach the aggregator at {self.http.base_url}: {exc}") from exc
+        if not response.is_success:
+            status = response.status_code
+            raise AdminError(f"{method} {url} answered {status}: {_detail(response)}", status)
+        return response
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(detail, list):  # FastAPI's validation errors
+        return "; ".join(
+            f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}" for item in detail
+        )
+    return str(detail)

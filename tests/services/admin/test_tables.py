@@ -1,0 +1,53 @@
+"""The admin CLI's tables and progress lines, from wire schemas."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from services.admin.tables import nodes_table, progress_line, runs_table
+from shared.model import ModelConfig
+from shared.schemas import PrivacyPolicy, RoundView, RunView, TrainingPlan
+
+WHEN = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
+RUN = RunView(
+    id=4, name="pilot", state="running", rounds=3, current_round=2, expected_nodes=["a", "b"],
+    min_nodes=1, model=ModelConfig(), plan=TrainingPlan(), privacy=PrivacyPolicy(),
+    global_model="0" * 64, created_at=WHEN, detail="round 1 re-opened",
+)  # fmt: skip
+
+
+def _round(**changes: object) -> RoundView:
+    fields: dict[str, object] = {
+        "run_id": 4, "round": 2, "kind": "train", "state": "open", "attempt": 1,
+        "base_model": "0" * 64, "result_model": None, "expected_nodes": ["a", "b"],
+        "reported_nodes": ["a"], "declined_nodes": [], "num_samples": 3, "opened_at": WHEN,
+        "deadline": WHEN, "closed_at": None, "detail": None, "mean_dice_global": None,
+        "mean_dice_local": None, "updates": [],
+    }  # fmt: skip
+    return RoundView.model_validate({**fields, **changes})
+
+
+def test_empty_tables_say_what_to_do() -> None:
+    assert runs_table([]) == "no runs yet (create one with `fedseg-admin create-run`)"
+    assert nodes_table([]) == "no node has announced itself yet"
+
+
+def test_runs_table_row_and_detail() -> None:
+    lines = runs_table([RUN]).splitlines()
+    assert lines[2].split() == [
+        "4", "pilot", "running", "2/3", "2026-11-28", "09:30", "a,", "b", "(min", "1)",
+    ]  # fmt: skip
+    assert lines[3] == "      round 1 re-opened"
+
+
+def test_progress_line_names_who_reported_declined_and_the_attempt() -> None:
+    assert progress_line(12.34, RUN, _round()) == (
+        "[  12.3s] run 4 round 2/3: open, 1/2 reported (a)"
+    )
+    line = progress_line(1, RUN, _round(attempt=2, declined_nodes=["b"], detail="deadline"))
+    assert (
+        line
+        == "[   1.0s] run 4 round 2/3: open, 1/2 reported (a), attempt 2, declined: b - deadline"
+    )
+    evaluation = _round(kind="evaluate", round=4, reported_nodes=[], state="closed")
+    assert progress_line(0, RUN, evaluation) == "[   0.0s] run 4 evaluation: closed, 0/2 reported"
