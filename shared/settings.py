@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import ValidationError
 
 
@@ -13,3 +15,16 @@ def describe_settings_error(exc: ValidationError, prefix: str = "FEDSEG_") -> st
         message = str(error["msg"]).removeprefix("Value error, ")
         lines.append(f"{prefix}{field.upper()}: {message}" if field else message)
     return "; ".join(lines)
+
+
+def check_tls_files(cert: Path, key: Path, ca: Path) -> None:
+    """Raise ValueError naming the setting when a TLS file is missing or its key is exposed."""
+    for setting, path in (
+        ("FEDSEG_TLS_CERT", cert),
+        ("FEDSEG_TLS_KEY", key),
+        ("FEDSEG_TLS_CA", ca),
+    ):
+        if not path.is_file():
+            raise ValueError(f"{setting} points to {path}, which is not a file")
+    if key.stat().st_mode & 0o077:
+        raise ValueError(f"FEDSEG_TLS_KEY {key} is readable by group or others; chmod 600 it")

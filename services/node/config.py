@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.schemas import PrivacyPolicy
+from shared.settings import check_tls_files
 
 
 class NodeSettings(BaseSettings):
@@ -45,17 +46,7 @@ class NodeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _files_exist(self) -> NodeSettings:
-        for setting, path in (
-            ("FEDSEG_TLS_CERT", self.tls_cert),
-            ("FEDSEG_TLS_KEY", self.tls_key),
-            ("FEDSEG_TLS_CA", self.tls_ca),
-        ):
-            if not path.is_file():
-                raise ValueError(f"{setting} points to {path}, which is not a file")
-        if self.tls_key.stat().st_mode & 0o077:
-            raise ValueError(
-                f"FEDSEG_TLS_KEY {self.tls_key} is readable by group or others; chmod 600 it"
-            )
+        check_tls_files(self.tls_cert, self.tls_key, self.tls_ca)
         if not self.data_dir.is_dir():
             raise ValueError(f"FEDSEG_DATA_DIR {self.data_dir} is not a folder")
         return self

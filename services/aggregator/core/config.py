@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
+from shared.settings import check_tls_files
 
 
 class AggregatorSettings(BaseSettings):
@@ -38,17 +39,7 @@ class AggregatorSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _tls_files_exist(self) -> AggregatorSettings:
-        for setting, path in (
-            ("FEDSEG_TLS_CERT", self.tls_cert),
-            ("FEDSEG_TLS_KEY", self.tls_key),
-            ("FEDSEG_TLS_CA", self.tls_ca),
-        ):
-            if not path.is_file():
-                raise ValueError(f"{setting} points to {path}, which is not a file")
-        if self.tls_key.stat().st_mode & 0o077:
-            raise ValueError(
-                f"FEDSEG_TLS_KEY {self.tls_key} is readable by group or others; chmod 600 it"
-            )
+        check_tls_files(self.tls_cert, self.tls_key, self.tls_ca)
         if self.tls_crl is not None:
             _check_crl(self.tls_crl)
         return self

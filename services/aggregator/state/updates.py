@@ -172,28 +172,40 @@ def accept_update(
     return _insert(session, rnd, row)
 
 
-def accept_decline(
-    session: Session, node: str, run_id: int, number: int, decline: Decline, now: datetime
+def _accept_report(
+    session: Session,
+    node: str,
+    run_id: int,
+    number: int,
+    report: Decline | EvaluationReport,
+    now: datetime,
 ) -> tuple[UpdateReceipt, bool]:
-    """Record that a node released nothing this round, and why; the round goes on."""
-    canonical = decline.model_dump_json().encode()
+    """Record a JSON report (no tensors), idempotent on its canonical bytes like an upload."""
+    canonical = report.model_dump_json().encode()
     sha256 = hashlib.sha256(canonical).hexdigest()
     rnd = _round(session, run_id, number)
     previous = _existing(session, rnd, node, sha256)
     if previous is not None:
         return previous, False
-    _check_binding(session, rnd, node, decline, RoundKind(rnd.kind))
+    declined = isinstance(report, Decline)
+    _check_binding(
+        session, rnd, node, report, RoundKind(rnd.kind) if declined else RoundKind.EVALUATE
+    )
     row = Update(
         round_id=rnd.id,
         node=node,
         sha256=sha256,
         has_blob=False,
-        status=UpdateStatus.DECLINED,
-        detail=decline.reason,
-        num_samples=0,
-        metrics_json=UpdateMetrics().model_dump(mode="json"),
+        status=UpdateStatus.DECLINED if declined else UpdateStatus.ACCEPTED,
+        detail=report.reason if isinstance(report, Decline) else None,
+        num_samples=0 if isinstance(report, Decline) else report.num_samples,
+        metrics_json=(
+            UpdateMetrics() if isinstance(report, Decline) else report.metrics
+        ).model_dump(mode="json"),
         privacy_total_json=(
-            decline.privacy_total.model_dump(mode="json") if decline.privacy_total else None
+            report.privacy_total.model_dump(mode="json")
+            if isinstance(report, Decline) and report.privacy_total
+            else None
         ),
         size_bytes=len(canonical),
         accepted_at=now,
@@ -201,26 +213,15 @@ def accept_decline(
     return _insert(session, rnd, row)
 
 
+def accept_decline(
+    session: Session, node: str, run_id: int, number: int, decline: Decline, now: datetime
+) -> tuple[UpdateReceipt, bool]:
+    """Record that a node released nothing this round, and why; the round goes on."""
+    return _accept_report(session, node, run_id, number, decline, now)
+
+
 def accept_evaluation(
     session: Session, node: str, run_id: int, number: int, report: EvaluationReport, now: datetime
 ) -> tuple[UpdateReceipt, bool]:
     """Record a node's measurement of the final model (an evaluation round has no tensors)."""
-    canonical = report.model_dump_json().encode()
-    sha256 = hashlib.sha256(canonical).hexdigest()
-    rnd = _round(session, run_id, number)
-    previous = _existing(session, rnd, node, sha256)
-    if previous is not None:
-        return previous, False
-    _check_binding(session, rnd, node, report, RoundKind.EVALUATE)
-    row = Update(
-        round_id=rnd.id,
-        node=node,
-        sha256=sha256,
-        has_blob=False,
-        status=UpdateStatus.ACCEPTED,
-        num_samples=report.num_samples,
-        metrics_json=UpdateMetrics.model_validate(report.metrics).model_dump(mode="json"),
-        size_bytes=len(canonical),
-        accepted_at=now,
-    )
-    return _insert(session, rnd, row)
+    return _accept_report(session, node, run_id, number, report, now)
