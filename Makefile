@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev demo test lint format bench clean
+.PHONY: install install-dev demo test lint format bench bench-quality clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: install
 	$(BIN)/python -m benchmarks.aggregator_memory
 	$(BIN)/python -m benchmarks.round_overhead
 	$(BIN)/python -m benchmarks.privacy_filters
+
+# Centralised vs FedAvg vs privacy settings on a synthetic cohort: CSV, PNG, table.
+bench-quality: install-dev
+	$(BIN)/python -m benchmarks.quality --out var/bench-quality
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from services.node.client import AggregatorClient
 from services.node.config import NodeSettings
-from services.node.data.brats import find_cases, load_cases, split_cases
+from services.node.data.layout import load_local_split
 from services.node.ledger import PrivacyLedger
 from services.node.runner import LocalData, NodeRunner, PrivacyGuard
 from services.node.training import select_device
@@ -48,9 +48,9 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
 
 
 def load_local_data(settings: NodeSettings) -> LocalData:
-    cases = find_cases(settings.data_dir)
-    train_files, val_files = split_cases(cases, settings.val_fraction, settings.split_seed)
-    return LocalData(train=load_cases(train_files), val=load_cases(val_files))
+    """The hospital's cases (BraTS folders or a Decathlon Task01 folder), split for validation."""
+    train, val = load_local_split(settings.data_dir, settings.val_fraction, settings.split_seed)
+    return LocalData(train=train, val=val)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -124,8 +124,13 @@ class Update(Base):
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     num_samples: Mapped[int] = mapped_column(BigInteger)
     metrics_json: Mapped[dict[str, Any]] = mapped_column(JSON)
-    privacy_json: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    privacy_total_json: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # none_as_null: a missing spend is SQL NULL, not the JSON value null.
+    privacy_json: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
+    privacy_total_json: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     accepted_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

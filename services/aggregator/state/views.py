@@ -134,7 +134,7 @@ def _latest_totals(session: Session) -> dict[str, PrivacyTotal]:
         .where(Update.privacy_total_json.is_not(None))
         .order_by(Update.accepted_at, Update.id)
     ).all()
-    return {node: PrivacyTotal.model_validate(total) for node, total in rows}
+    return {node: PrivacyTotal.model_validate(total) for node, total in rows if total}
 
 
 def node_views(session: Session) -> list[NodeView]:

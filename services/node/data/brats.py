@@ -1,4 +1,4 @@
-"""Loader for the BraTS 2018–2021 folder layout: one folder per case, four modalities and a seg."""
+"""Loader for the BraTS folder layout: one folder per case, four modalities and a seg."""
 
 from __future__ import annotations
 
@@ -14,16 +14,20 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
 from services.node.data.cases import MODALITIES, Case
+from services.node.data.transforms import DEFAULT_PIXDIM, Pixdim, check_pixdim, preprocess, to_ras
 from shared.errors import DataError
 
 LABEL_SUFFIX = "seg"
 """File suffix of the label map: `<case_id>_seg.nii.gz`."""
 
+BRATS_2023_MODALITIES: tuple[str, str, str, str] = ("t1n", "t1c", "t2w", "t2f")
+"""BraTS 2023 file suffixes of t1, t1ce, t2 and flair: `<case_id>-t1n.nii.gz` and so on."""
+
 NIFTI_EXTENSIONS: tuple[str, str] = (".nii.gz", ".nii")
 """Accepted file endings, in order of preference."""
 
 # BraTS label values: 1 necrotic / non-enhancing core, 2 peritumoral oedema, 4 enhancing tumour.
-# BraTS 2023 renumbered enhancing tumour to 3, so 3 is read as an alias of 4.
+# The BraTS 2023 release renumbered enhancing tumour to 3, so 3 is read as an alias of 4.
 _TC_LABELS = (1, 3, 4)
 _WT_LABELS = (1, 2, 3, 4)
 _ET_LABELS = (3, 4)
@@ -65,11 +69,33 @@ def _require_file(folder: Path, stem: str) -> Path:
     return path
 
 
+def _naming(folder: Path, case_id: str) -> tuple[tuple[str, str, str, str], str]:
+    """The file stems of the four modalities and the label map of the case in `folder`.
+
+    BraTS 2018 to 2021 name files `<case_id>_t1`, `_t1ce`, `_t2`, `_flair`, `_seg`; the 2023
+    release `<case_id>-t1n`, `-t1c`, `-t2w`, `-t2f`, `-seg`. The naming with more files
+    present wins, the older one on a tie, so that a missing file is named as expected.
+    """
+    classic = tuple(f"{case_id}_{name}" for name in MODALITIES)
+    recent = tuple(f"{case_id}-{name}" for name in BRATS_2023_MODALITIES)
+
+    def present(stems: tuple[str, ...]) -> int:
+        return sum(
+            (folder / f"{stem}{ext}").is_file() for stem in stems for ext in NIFTI_EXTENSIONS
+        )
+
+    if present(recent) > present(classic):
+        return (recent[0], recent[1], recent[2], recent[3]), f"{case_id}-{LABEL_SUFFIX}"
+    return (classic[0], classic[1], classic[2], classic[3]), f"{case_id}_{LABEL_SUFFIX}"
+
+
 def find_cases(root: Path) -> list[CaseFiles]:
     """List the cases under `root` (one sub-folder per case), sorted by case_id.
 
     Hidden entries and loose files in `root` are ignored; every sub-folder must hold all four
-    modalities. The label map `<case_id>_seg` is optional here (it is None when absent).
+    modalities, named as in BraTS 2018 to 2021 (`<case_id>_t1ce.nii.gz`) or as in BraTS 2023
+    (`<case_id>-t1c.nii.gz`). The label map `<case_id>_seg` (`-seg`) is optional here (it is
+    None when absent).
     """
     if not root.is_dir():
         raise DataError(f"Data folder {root} does not exist or is not a folder.")
@@ -82,10 +108,22 @@ def find_cases(root: Path) -> list[CaseFiles]:
     cases: list[CaseFiles] = []
     for folder in folders:
         case_id = folder.name
-        t1, t1ce, t2, flair = (_require_file(folder, f"{case_id}_{name}") for name in MODALITIES)
-        label = _find_file(folder, f"{case_id}_{LABEL_SUFFIX}")
+        stems, label_stem = _naming(folder, case_id)
+        t1, t1ce, t2, flair = (_require_file(folder, stem) for stem in stems)
+        label = _find_file(folder, label_stem)
         cases.append(CaseFiles(case_id=case_id, modalities=(t1, t1ce, t2, flair), label=label))
     return cases
+
+
+def check_labels(seg: npt.NDArray[np.generic], known: Sequence[int], scheme: str = "BraTS") -> None:
+    """Raise DataError naming the values of the label map `seg` [...] that are not in `known`."""
+    valid = np.isin(seg, known)
+    if not valid.all():
+        unknown = np.unique(seg[~valid])
+        shown = ", ".join(f"{value:g}" for value in unknown[:10].tolist())
+        raise DataError(
+            f"Label map holds values {shown} that are not {scheme} labels {list(known)}."
+        )
 
 
 def brats_labels_to_regions(seg: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
@@ -94,13 +132,7 @@ def brats_labels_to_regions(seg: npt.NDArray[np.generic]) -> npt.NDArray[np.floa
     TC = {1, 4}, WT = {1, 2, 4}, ET = {4}; label 3 (BraTS 2023) counts as 4. Any other value
     raises DataError naming the values.
     """
-    known = np.isin(seg, _KNOWN_LABELS)
-    if not known.all():
-        unknown = np.unique(seg[~known])
-        shown = ", ".join(f"{value:g}" for value in unknown[:10].tolist())
-        raise DataError(
-            f"Label map holds values {shown} that are not BraTS labels {list(_KNOWN_LABELS)}."
-        )
+    check_labels(seg, _KNOWN_LABELS)
     regions = [np.isin(seg, labels) for labels in (_TC_LABELS, _WT_LABELS, _ET_LABELS)]
     return np.stack(regions).astype(np.float32)
 
@@ -125,41 +157,57 @@ def normalise_nonzero(image: npt.NDArray[np.floating]) -> npt.NDArray[np.float32
     return out
 
 
-def _read_volume(path: Path, *, label: bool = False) -> npt.NDArray[np.generic]:
-    """Read one NIfTI volume [X, Y, Z] in closest-canonical (RAS+) orientation.
+Affine = npt.NDArray[np.float64]
+
+
+def read_nifti(path: Path, *, label: bool = False) -> tuple[npt.NDArray[np.generic], Affine]:
+    """Read a NIfTI file as stored: (array [X, Y, Z, ...], affine [4, 4] in RAS+ world mm).
 
     Images come back as scaled float32 intensities; label maps (label=True) in their stored
-    dtype, so that label values are compared exactly.
+    dtype, so that label values are compared exactly. Raises DataError naming the file when
+    it is missing, damaged or not NIfTI.
     """
     try:
-        # nibabel leaves as_closest_canonical unannotated.
-        img = nib.as_closest_canonical(nib.load(path))  # type: ignore[no-untyped-call]
+        img = nib.load(path)
+        if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
+            raise ImageFileError(f"nibabel read it as {type(img).__name__}")
         data = np.asanyarray(img.dataobj) if label else img.get_fdata(dtype=np.float32)
+        affine = np.asarray(img.affine, dtype=np.float64)
     except _READ_ERRORS as error:
         raise DataError(f"File {path} is not a readable NIfTI volume: {error}") from error
+    return data, affine
+
+
+def _read_volume(path: Path, *, label: bool = False) -> tuple[npt.NDArray[np.generic], Affine]:
+    """Read one 3D volume reoriented to RAS+: (array [D, H, W], its affine [4, 4])."""
+    data, affine = read_nifti(path, label=label)
     # Some exporters write 3D volumes as [X, Y, Z, 1].
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise DataError(f"File {path} holds a {data.ndim}D array; a 3D volume was expected.")
-    return np.ascontiguousarray(data)
+    oriented, ras_affine = to_ras(data[None], affine)
+    return oriented[0], ras_affine
 
 
-def load_case(files: CaseFiles) -> Case:
+def load_case(files: CaseFiles, pixdim: Pixdim | None = DEFAULT_PIXDIM) -> Case:
     """Read one case: image float32 [4, D, H, W] normalised per channel, label [3, D, H, W].
 
-    Volumes are reoriented to the closest canonical (RAS+) orientation; D, H, W are the
-    resulting voxel axes. Raises DataError naming the file that is unreadable, has a
-    different shape from the first modality, or holds unknown labels, and when the case has
-    no label map.
+    Each file is reoriented to RAS+ by its own affine (D, H, W are the resulting voxel
+    axes), resampled to `pixdim` mm when its voxels differ from it (None keeps them), and the
+    image z-scored per channel over the brain (see transforms.preprocess). Raises DataError
+    naming the file that is unreadable, has a different shape from the first modality, or
+    holds unknown labels, and when the case has no label map.
     """
+    pixdim = check_pixdim(pixdim)
     if files.label is None:
         raise DataError(
             f"Case {files.case_id} has no label map ({files.case_id}_{LABEL_SUFFIX}.nii.gz); "
             "training needs labels."
         )
-    volumes = [_read_volume(path) for path in files.modalities]
-    seg = _read_volume(files.label, label=True)
+    read = [_read_volume(path) for path in files.modalities]
+    volumes = [volume for volume, _ in read]
+    seg, seg_affine = _read_volume(files.label, label=True)
     reference_path, reference_shape = files.modalities[0], volumes[0].shape
     for path, volume in zip((*files.modalities, files.label), (*volumes, seg), strict=True):
         if volume.shape != reference_shape:
@@ -168,16 +216,16 @@ def load_case(files: CaseFiles) -> Case:
                 f"{list(reference_shape)}; all files of a case must have the same shape."
             )
     try:
-        label = brats_labels_to_regions(seg)
-    except DataError as error:
+        check_labels(seg, _KNOWN_LABELS)  # before any resampling work
+        image, seg = preprocess(np.stack(volumes), read[0][1], seg, seg_affine, pixdim)
+    except (DataError, ValueError) as error:
         raise DataError(f"File {files.label}: {error}") from error
-    image = normalise_nonzero(np.stack(volumes))
-    return Case(case_id=files.case_id, image=image, label=label)
+    return Case(case_id=files.case_id, image=image, label=brats_labels_to_regions(seg))
 
 
-def load_cases(files: Sequence[CaseFiles]) -> list[Case]:
+def load_cases(files: Sequence[CaseFiles], pixdim: Pixdim | None = DEFAULT_PIXDIM) -> list[Case]:
     """Load every case in `files`, in order (see load_case)."""
-    return [load_case(case_files) for case_files in files]
+    return [load_case(case_files, pixdim) for case_files in files]
 
 
 def split_cases(

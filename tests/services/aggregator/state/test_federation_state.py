@@ -128,6 +128,10 @@ def test_full_run_ends_with_evaluation_round(federation: Federation, tmp_path: P
     assert last.mean_dice_global == dice
     assert federation.poll(node("site-1")).run_state == RunState.COMPLETED
     assert base  # the initial model stayed loadable throughout
+    # Evaluation reports carry no privacy total; the node listing must still read.
+    listed = {v.name: v for v in federation.list_nodes()}
+    assert listed["site-1"].rounds_joined == 2
+    assert listed["site-1"].privacy_total is None
 
 
 def test_poll_hands_out_the_same_task_again(federation: Federation) -> None:

@@ -1,0 +1,1 @@
+"""The centralised baseline: the federation's model trained on every site's cases pooled."""
