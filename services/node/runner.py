@@ -17,6 +17,7 @@ from services.node.client import AggregatorClient
 from services.node.data.cases import Case
 from services.node.ledger import PrivacyLedger
 from services.node.privacy import over_budget, round_cost, tighten
+from services.node.progress import ProgressBar
 from services.node.training import evaluate, train_local, weight_delta
 from shared import errors
 from shared.model import build_model
@@ -133,7 +134,8 @@ class NodeRunner:
         started = time.perf_counter()
         seed = round_seed(task.plan.seed, task.round, self.name)
         plan = task.plan.model_copy(update={"seed": seed})
-        result = train_local(model, self.data.train, plan, self.device)
+        progress = ProgressBar(f"round {task.round}")
+        result = train_local(model, self.data.train, plan, self.device, progress=progress)
         dice_local = self._validate(model, task)
         trained = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         # Privacy noise must be unpredictable to everyone else, the aggregator included, so
