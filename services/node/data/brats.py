@@ -6,6 +6,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -228,10 +229,20 @@ def load_cases(files: Sequence[CaseFiles], pixdim: Pixdim | None = DEFAULT_PIXDI
     return [load_case(case_files, pixdim) for case_files in files]
 
 
+class HasCaseId(Protocol):
+    """Anything that names its case: BraTS CaseFiles, Decathlon entries, loaded cases."""
+
+    @property
+    def case_id(self) -> str: ...
+
+
+CaseT = TypeVar("CaseT", bound=HasCaseId)
+
+
 def split_cases(
-    cases: Sequence[CaseFiles], val_fraction: float, seed: int
-) -> tuple[list[CaseFiles], list[CaseFiles]]:
-    """Split cases into (train, validation), deterministically for a given seed.
+    cases: Sequence[CaseT], val_fraction: float, seed: int
+) -> tuple[list[CaseT], list[CaseT]]:
+    """Split cases of any layout into (train, validation), deterministically for a seed.
 
     The split does not depend on the input order. With val_fraction > 0 and at least two
     cases, validation gets max(1, round(val_fraction * n)) cases and training keeps at least

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, TypeVar
 
-import numpy as np
-
-from services.node.data.brats import CaseFiles, find_cases, load_case
+from services.node.data.brats import CaseFiles, find_cases, load_case, split_cases
 from services.node.data.cases import Case
 from services.node.data.msd import DATASET_JSON, MsdCaseFiles, find_msd_cases, load_msd_case
 from services.node.data.transforms import DEFAULT_PIXDIM, Pixdim
@@ -26,14 +22,6 @@ class DataLayout(StrEnum):
     """One folder per case: `<id>/<id>_t1.nii.gz` ... `_seg` (2018-2021) or `-t1n` ... (2023)."""
     MSD = "msd"
     """Medical Segmentation Decathlon Task01: dataset.json, imagesTr/, labelsTr/."""
-
-
-class _HasCaseId(Protocol):
-    @property
-    def case_id(self) -> str: ...
-
-
-_S = TypeVar("_S", bound=_HasCaseId)
 
 
 def detect_layout(root: Path) -> DataLayout:
@@ -73,27 +61,8 @@ def load_source(source: CaseSource, pixdim: Pixdim | None = DEFAULT_PIXDIM) -> C
     return load_case(source, pixdim)
 
 
-def split_sources(
-    sources: Sequence[_S], val_fraction: float, seed: int
-) -> tuple[list[_S], list[_S]]:
-    """Split cases of any layout into (train, validation), as brats.split_cases does.
-
-    The same case ids, fraction and seed give the same split in every layout: validation gets
-    max(1, round(val_fraction * n)) cases when val_fraction > 0 and n >= 2, training keeps at
-    least one; both lists are sorted by case_id and independent of the input order.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    ordered = sorted(sources, key=lambda source: source.case_id)
-    count = len(ordered)
-    num_val = 0
-    if val_fraction > 0 and count >= 2:
-        num_val = min(max(1, round(val_fraction * count)), count - 1)
-    order = np.random.default_rng(seed).permutation(count)
-    val_indices = set(order[:num_val].tolist())
-    train = [source for index, source in enumerate(ordered) if index not in val_indices]
-    val = [source for index, source in enumerate(ordered) if index in val_indices]
-    return train, val
+split_sources = split_cases
+"""Every layout splits the same way: the same case ids, fraction and seed, the same split."""
 
 
 def load_local_split(
