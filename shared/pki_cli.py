@@ -7,12 +7,12 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from shared import pki
+from shared.cli import Parser, UsageError
 from shared.errors import PKIError
 from shared.identity import Role
 
@@ -32,21 +32,12 @@ _REASONS = {
 _Command = Callable[[argparse.Namespace], None]
 
 
-class _UsageError(Exception):
-    """A command-line mistake argparse found; raised so ``main`` returns 2 instead of exiting."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; return 0, or 2 after printing a one-line error to stderr."""
     try:
         args = _parser().parse_args(argv)
         args.run(args)
-    except (_UsageError, PKIError) as exc:
+    except (UsageError, PKIError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -88,7 +79,7 @@ def _bootstrap(args: argparse.Namespace) -> None:
 def _kit(args: argparse.Namespace) -> None:
     role = Role(args.role)
     if (args.name is None) == (args.csr is None):
-        raise _UsageError("give exactly one of --name (new key) and --csr (the hospital's key)")
+        raise UsageError("give exactly one of --name (new key) and --csr (the hospital's key)")
     if args.csr is not None:
         kit = pki.issue_kit_from_request(
             args.dir, args.out, args.csr, role, aggregator_url=args.aggregator_url,
@@ -114,7 +105,7 @@ def _kit(args: argparse.Namespace) -> None:
 def _revoke(args: argparse.Namespace) -> None:
     reason = None if args.reason is None else _REASONS[args.reason]
     if (args.cert is None) == (args.serial is None):
-        raise _UsageError("give exactly one of --cert and --serial")
+        raise UsageError("give exactly one of --cert and --serial")
     if args.cert is not None:
         holder, crl = pki.revoke_certificate(args.dir, args.cert, reason, args.valid_days)
         print(f"revoked {holder.name} ({holder.role}), serial {holder.serial:x}")
@@ -142,7 +133,7 @@ def _serial(text: str) -> int:
     try:
         return int(text, 16)
     except ValueError:
-        raise _UsageError(f"--serial must be hexadecimal, got {text!r}") from None
+        raise UsageError(f"--serial must be hexadecimal, got {text!r}") from None
 
 
 def _show(args: argparse.Namespace) -> None:
@@ -182,7 +173,7 @@ def _print_paths(paths: pki.CertificatePaths) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Manage the fedseg federation's certificates.")
+    parser = Parser(prog=PROG, description="Manage the fedseg federation's certificates.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, run: _Command, help_text: str) -> argparse.ArgumentParser:

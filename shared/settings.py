@@ -17,14 +17,17 @@ def describe_settings_error(exc: ValidationError, prefix: str = "FEDSEG_") -> st
     return "; ".join(lines)
 
 
-def check_tls_files(cert: Path, key: Path, ca: Path) -> None:
+def check_tls_files(cert: Path, key: Path, ca: Path, prefix: str = "FEDSEG_TLS_") -> None:
     """Raise ValueError naming the setting when a TLS file is missing or its key is exposed."""
-    for setting, path in (
-        ("FEDSEG_TLS_CERT", cert),
-        ("FEDSEG_TLS_KEY", key),
-        ("FEDSEG_TLS_CA", ca),
-    ):
+    for setting, path in (("CERT", cert), ("KEY", key), ("CA", ca)):
         if not path.is_file():
-            raise ValueError(f"{setting} points to {path}, which is not a file")
+            raise ValueError(f"{prefix}{setting} points to {path}, which is not a file")
     if key.stat().st_mode & 0o077:
-        raise ValueError(f"FEDSEG_TLS_KEY {key} is readable by group or others; chmod 600 it")
+        raise ValueError(f"{prefix}KEY {key} is readable by group or others; chmod 600 it")
+
+
+def https_url(value: str, setting: str) -> str:
+    """``value`` without a trailing slash, or ValueError unless it is an https:// URL."""
+    if not value.startswith("https://"):
+        raise ValueError(f"{setting} must start with https://, got {value!r}")
+    return value.rstrip("/")

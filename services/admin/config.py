@@ -8,6 +8,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
+from shared.settings import check_tls_files, https_url
 
 ENV_PREFIX = "FEDSEG_ADMIN_"
 
@@ -26,19 +27,11 @@ class AdminSettings(BaseSettings):
     @field_validator("url")
     @classmethod
     def _https_only(cls, value: str) -> str:
-        if not value.startswith("https://"):
-            raise ValueError(f"{ENV_PREFIX}URL must start with https://, got {value!r}")
-        return value.rstrip("/")
+        return https_url(value, f"{ENV_PREFIX}URL")
 
     @model_validator(mode="after")
     def _files_exist(self) -> AdminSettings:
-        for setting, path in (("CA", self.ca), ("CERT", self.cert), ("KEY", self.key)):
-            if not path.is_file():
-                raise ValueError(f"{ENV_PREFIX}{setting} points to {path}, which is not a file")
-        if self.key.stat().st_mode & 0o077:
-            raise ValueError(
-                f"{ENV_PREFIX}KEY {self.key} is readable by group or others; chmod 600 it"
-            )
+        check_tls_files(self.cert, self.key, self.ca, prefix=ENV_PREFIX)
         return self
 
 

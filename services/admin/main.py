@@ -6,25 +6,16 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from services.admin import commands
 from services.admin.client import AdminClient, AdminError
 from services.admin.config import AdminSettings, load_settings
+from shared.cli import Parser, UsageError
 from shared.errors import ConfigurationError, PKIError
 from shared.schemas import DeadlinePolicy, Mechanism
 
 PROG = "fedseg-admin"
 Command = Callable[[AdminClient, argparse.Namespace, AdminSettings], int]
-
-
-class _UsageError(Exception):
-    """A command-line mistake argparse found; raised so ``main`` returns 2 instead of exiting."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["timeout_s"] = args.request_timeout
         settings = load_settings(overrides, args.env_file)
         client = AdminClient.connect(settings)
-    except (_UsageError, ConfigurationError, PKIError) as exc:
+    except (UsageError, ConfigurationError, PKIError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -55,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = _Parser(
+    top = Parser(
         prog=PROG,
         description="Query and steer a fedseg federation over mutual TLS.",
         epilog="Connection options go before COMMAND; each defaults to FEDSEG_ADMIN_<NAME>.",

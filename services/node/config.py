@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.schemas import PrivacyPolicy
-from shared.settings import check_tls_files
+from shared.settings import check_tls_files, https_url
 
 
 class NodeSettings(BaseSettings):
@@ -40,9 +40,7 @@ class NodeSettings(BaseSettings):
     @field_validator("aggregator_url")
     @classmethod
     def _https_only(cls, value: str) -> str:
-        if not value.startswith("https://"):
-            raise ValueError(f"FEDSEG_AGGREGATOR_URL must start with https://, got {value!r}")
-        return value.rstrip("/")
+        return https_url(value, "FEDSEG_AGGREGATOR_URL")
 
     @model_validator(mode="after")
     def _files_exist(self) -> NodeSettings:

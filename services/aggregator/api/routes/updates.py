@@ -7,11 +7,23 @@ from starlette.concurrency import run_in_threadpool
 
 from services.aggregator.api.deps import ChangesDep, CurrentNode, FederationDep, SettingsDep
 from services.aggregator.core.blobs import IncomingBlob
+from services.aggregator.core.notify import Signal
 from services.aggregator.state.updates import Received
 from shared.errors import InvalidRequestError, PayloadTooLargeError
 from shared.schemas import Decline, EvaluationReport, UpdateReceipt
 
 router = APIRouter(prefix="/runs/{run_id}/rounds/{number}", tags=["updates"])
+
+
+def _answer(
+    receipt: UpdateReceipt, new: bool, response: Response, changes: Signal
+) -> UpdateReceipt:
+    """201 and a wake-up for something newly recorded; 200 for a repeat of the same bytes."""
+    if new:
+        changes.fire()
+    else:
+        response.status_code = status.HTTP_200_OK
+    return receipt
 
 
 @router.put("/update", status_code=status.HTTP_201_CREATED)
@@ -45,11 +57,7 @@ async def upload_update(
         )
     finally:
         incoming.discard()  # a no-op once the blob store has taken the file
-    if new:
-        changes.fire()
-    else:
-        response.status_code = status.HTTP_200_OK
-    return receipt
+    return _answer(receipt, new, response, changes)
 
 
 @router.post("/decline", status_code=status.HTTP_201_CREATED)
@@ -64,11 +72,7 @@ def decline(
 ) -> UpdateReceipt:
     """The node releases nothing this round (e.g. its privacy budget is spent), and says why."""
     receipt, new = federation.accept_decline(node, run_id, number, body)
-    if new:
-        changes.fire()
-    else:
-        response.status_code = status.HTTP_200_OK
-    return receipt
+    return _answer(receipt, new, response, changes)
 
 
 @router.post("/evaluation", status_code=status.HTTP_201_CREATED)
@@ -82,8 +86,4 @@ def report_evaluation(
     changes: ChangesDep,
 ) -> UpdateReceipt:
     receipt, new = federation.accept_evaluation(node, run_id, number, body)
-    if new:
-        changes.fire()
-    else:
-        response.status_code = status.HTTP_200_OK
-    return receipt
+    return _answer(receipt, new, response, changes)
