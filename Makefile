@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python -m benchmarks.aggregator_memory
 	$(BIN)/python -m benchmarks.round_overhead
 	$(BIN)/python -m benchmarks.privacy_filters
+	$(BIN)/python -m benchmarks.data_path
 
 # Centralised vs FedAvg vs privacy settings on a synthetic cohort: CSV, PNG, table.
 bench-quality: install-dev

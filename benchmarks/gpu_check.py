@@ -4,7 +4,8 @@ On a machine with CUDA it builds the paper's SegResNet (init_filters 16, about 4
 parameters), runs one mixed-precision training step at the training ROI (128^3, batch 1)
 and checks that the loss and every gradient are finite, then times N steps of the model
 alone (volumes/s) and N steps of ``train_local`` on in-memory cases (the node's whole data
-path: crops, flips and intensity jitter in numpy, host-to-device copies), and one
+path: crops, flips and intensity jitter in numpy, host-to-device copies) with batches built
+in the training thread and by the default number of worker threads, and one
 sliding-window inference of a BraTS-sized volume (240 x 240 x 160). It prints the numbers
 and the peak GPU memory (``torch.cuda.max_memory_allocated``). Without CUDA it says so and
 exits 0.
@@ -27,7 +28,7 @@ from monai.losses.dice import DiceLoss
 
 from services.node.data.cases import Case
 from services.node.evaluation import WINDOW_OVERLAP, autocast_context, autocast_dtype
-from services.node.training import train_local
+from services.node.training import data_workers, train_local
 from shared.model import ModelConfig, build_model, initial_state
 from shared.schemas import TrainingPlan
 
@@ -115,8 +116,12 @@ def check(device: torch.device, steps: int, size: int, batch: int) -> dict[str, 
 
     cases = _cases(4, (160, 160, 160), seed=0)
     plan = TrainingPlan(max_steps=steps, batch_size=batch, crop_size=(size, size, size))
-    pipeline = train_local(model, cases * math.ceil(steps * batch / len(cases)), plan, device)
-    pipeline_rate = pipeline.steps * batch / pipeline.seconds
+    pooled = cases * math.ceil(steps * batch / len(cases))
+    workers = data_workers(None, device)
+    pipeline_rates = {}
+    for count in (0, workers):
+        pipeline = train_local(model, pooled, plan, device, workers=count)
+        pipeline_rates[count] = pipeline.steps * batch / pipeline.seconds
 
     model.eval()
     volume = torch.randn((1, 4, *BRATS_SHAPE), generator=generator).to(device)
@@ -128,7 +133,9 @@ def check(device: torch.device, steps: int, size: int, batch: int) -> dict[str, 
     return {
         "first_step_s": first_step_s,
         "model_volumes_per_s": model_rate,
-        "pipeline_volumes_per_s": pipeline_rate,
+        "workers": float(workers),
+        "pipeline_volumes_per_s_inline": pipeline_rates[0],
+        "pipeline_volumes_per_s": pipeline_rates[workers],
         "inference_s_per_case": time.perf_counter() - began,
         "peak_train_gib": peak_train,
         "peak_gib": torch.cuda.max_memory_allocated(device) / GIB,
@@ -165,8 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"model only:      {results['model_volumes_per_s']:.2f} volumes/s")
     print(
-        f"train_local:     {results['pipeline_volumes_per_s']:.2f} volumes/s "
-        "(with the numpy crop sampler and host-to-device copies)"
+        f"train_local:     {results['pipeline_volumes_per_s_inline']:.2f} volumes/s with "
+        "batches built in the training thread (crops, flips, jitter, host-to-device copies)"
+    )
+    print(
+        f"train_local:     {results['pipeline_volumes_per_s']:.2f} volumes/s with "
+        f"{int(results['workers'])} data worker thread(s) (the node's default here)"
     )
     print(
         f"inference:       {results['inference_s_per_case']:.2f} s per {BRATS_SHAPE} volume "

@@ -22,7 +22,7 @@ import pydantic
 from services.centralised.training import train_centralised
 from services.node.data.layout import load_local_split
 from services.node.progress import ProgressBar
-from services.node.training import select_device
+from services.node.training import data_workers, select_device
 from shared.errors import FedsegError
 from shared.model import ModelConfig
 from shared.schemas import RegionDice, TrainingPlan
@@ -53,6 +53,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--split-seed", type=int, default=0, help="as FEDSEG_SPLIT_SEED")
     parser.add_argument("--seed", type=int, default=0, help="the run seed (initial model, crops)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="threads building batches (FEDSEG_DATA_WORKERS)"
+    )
     parser.add_argument("--save", type=Path, default=None, help="write the model (safetensors)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
@@ -75,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
         )
         device = select_device(args.device)
+        workers = data_workers(args.workers, device)
         sites, val = [], []
         for folder in args.data_dir:
             train_cases, val_cases = load_local_split(folder, args.val_fraction, args.split_seed)
@@ -97,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device,
             seed=args.seed,
             progress=progress,
+            workers=workers,
             on_round=lambda number, dice: print(f"round {number:>4}  {format_dice(dice)}"),
         )
     except ValueError as error:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from services.node.data.cases import Case
+from services.node.data.crops import steps_per_epoch
 from services.node.evaluation import evaluate
 from services.node.training import train_local
 from shared.model import ModelConfig, build_model, initial_state
@@ -17,12 +18,6 @@ from shared.schemas import RegionDice, TrainingPlan
 
 MAX_EPOCHS = 1000
 """TrainingPlan's limit on ``local_epochs``, which the pooled plan's rounds x epochs must keep."""
-
-
-def steps_per_epoch(num_cases: int, plan: TrainingPlan) -> int:
-    """Steps ``train_local`` takes per epoch over `num_cases` cases under `plan`."""
-    steps = math.ceil(num_cases / plan.batch_size)
-    return steps if plan.max_steps is None else min(steps, plan.max_steps)
 
 
 def pooled_plan(plan: TrainingPlan, site_sizes: Sequence[int], rounds: int) -> TrainingPlan:
@@ -73,6 +68,7 @@ def train_centralised(
     seed: int = 0,
     progress: Callable[[int, int, float], None] | None = None,
     on_round: Callable[[int, RegionDice], None] | None = None,
+    workers: int = 0,
 ) -> CentralisedResult:
     """Train one model on the training cases of every site in `sites`, pooled.
 
@@ -81,7 +77,8 @@ def train_centralised(
     loss, optimiser) under ``pooled_plan(plan, sizes, rounds)``: one Adam run, no restarts.
     After every round's share of steps it is scored on `val` (images [4, D, H, W], labels
     [3, D, H, W]) by sliding windows of ``plan.crop_size`` and ``on_round(round, dice)`` is
-    called, round from 1. ``progress(step, total, loss)`` is passed on to train_local.
+    called, round from 1. ``progress(step, total, loss)`` and `workers` (batch-building
+    processes) are passed on to train_local.
     """
     pooled = [case for site in sites for case in site]
     sizes = [len(site) for site in sites]
@@ -101,7 +98,7 @@ def train_centralised(
                 on_round(step // per_round, score)
 
     began = time.perf_counter()
-    result = train_local(model, pooled, central, device, progress=after_step)
+    result = train_local(model, pooled, central, device, progress=after_step, workers=workers)
     state = {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
     return CentralisedResult(
         dice=dice,

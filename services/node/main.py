@@ -18,7 +18,7 @@ from services.node.config import NodeSettings
 from services.node.data.layout import load_local_split
 from services.node.ledger import PrivacyLedger
 from services.node.runner import LocalData, NodeRunner, PrivacyGuard
-from services.node.training import select_device
+from services.node.training import data_workers, select_device
 from shared.errors import FedsegError
 from shared.identity import identity_from_certificate
 from shared.pki import load_certificate
@@ -66,14 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         me = identity_from_certificate(load_certificate(settings.tls_cert))
         device = select_device(settings.device)
+        workers = data_workers(settings.data_workers, device)
         data = load_local_data(settings)
         context = client_ssl_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
     except FedsegError as exc:
         print(f"fedseg-node: cannot start: {exc}", file=sys.stderr)
         return 2
     log.info(
-        "node %s: %d training and %d validation cases on %s",
-        me.name, len(data.train), len(data.val), device,
+        "node %s: %d training and %d validation cases on %s, %d data worker(s)",
+        me.name, len(data.train), len(data.val), device, workers,
     )  # fmt: skip
     http = httpx.Client(
         base_url=settings.aggregator_url, verify=context, timeout=settings.request_timeout_s
@@ -96,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             budget_epsilon=settings.privacy_budget_epsilon,
             budget_delta=settings.privacy_budget_delta,
         )
-        runner = NodeRunner(client, data, settings.state_dir, device, me.name, guard)
+        runner = NodeRunner(
+            client, data, settings.state_dir, device, me.name, guard, workers=workers
+        )
         log.info("node %s on %s polling %s", me.name, platform.node(), settings.aggregator_url)
         return runner.run(settings.poll_wait_s, settings.exit_when_done)
 

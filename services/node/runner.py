@@ -81,12 +81,14 @@ class NodeRunner:
         device: torch.device,
         name: str,
         guard: PrivacyGuard | None = None,
+        workers: int = 0,
     ) -> None:
         self.client = client
         self.name = name
         self.data = data
         self.state_dir = state_dir
         self.device = device
+        self.workers = workers
         self.guard = guard or PrivacyGuard(PrivacyLedger(state_dir / "privacy-ledger.db"))
 
     def _pending(self, task: Task) -> Path:
@@ -135,7 +137,9 @@ class NodeRunner:
         seed = round_seed(task.plan.seed, task.round, self.name)
         plan = task.plan.model_copy(update={"seed": seed})
         progress = ProgressBar(f"round {task.round}")
-        result = train_local(model, self.data.train, plan, self.device, progress=progress)
+        result = train_local(
+            model, self.data.train, plan, self.device, progress=progress, workers=self.workers
+        )
         dice_local = self._validate(model, task)
         trained = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         # Privacy noise must be unpredictable to everyone else, the aggregator included, so

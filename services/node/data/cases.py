@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,3 +32,12 @@ class Case:
                 f"label must be [3, D, H, W] matching the image, got {list(self.label.shape)} "
                 f"for image {list(self.image.shape)}"
             )
+
+    @functools.cached_property
+    def foreground(self) -> npt.NDArray[np.intp]:
+        """Flat indices of the voxels inside any tumour region (WT contains TC and ET).
+
+        Computed on first use and kept: training draws tumour-centred crops from it every
+        round, and forked batch workers share it with the training process.
+        """
+        return np.flatnonzero(self.label.any(axis=0))

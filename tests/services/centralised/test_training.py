@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from services.centralised.main import main
-from services.centralised.training import pooled_plan, steps_per_epoch, train_centralised
-from services.node.data.synthetic import write_site
+from services.centralised.training import pooled_plan, train_centralised
+from services.node.data.crops import steps_per_epoch
+from services.node.data.synthetic_sites import write_site
 from shared.model import ModelConfig, build_model
 from shared.schemas import RegionDice, TrainingPlan
 from shared.tensors import load_file

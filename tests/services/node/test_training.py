@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 import pytest
 import torch
 
 from services.node.data.cases import Case
+from services.node.data.crops import WORKER_THREAD_PREFIX
 from services.node.evaluation import evaluate, window_size
 from services.node.training import (
+    MAX_DEFAULT_WORKERS,
     TrainResult,
     apply_delta,
-    extract_window,
+    data_workers,
     select_device,
     train_local,
     weight_delta,
@@ -163,16 +168,6 @@ def test_window_size_clamps_to_volume_rounded_to_multiple() -> None:
         window_size((12, 16, 16), (32, 32, 32), 8)
 
 
-def test_extract_window_pads_outside_volume_with_zeros() -> None:
-    volume = np.arange(1, 1 + 2 * 4 * 4 * 4, dtype=np.float32).reshape(2, 4, 4, 4)
-    out = extract_window(volume, (-2, 0, 1), (8, 4, 4))
-    assert out.shape == (2, 8, 4, 4)
-    assert np.array_equal(out[:, 2:6, :, :3], volume[:, :, :, 1:])
-    assert not out[:, :2].any()
-    assert not out[:, 6:].any()
-    assert not out[..., 3].any()
-
-
 def test_train_local_no_cases_raises() -> None:
     with pytest.raises(ValueError, match="at least one case"):
         train_local(tiny_model(), [], TrainingPlan(), CPU)
@@ -227,3 +222,37 @@ def test_weight_delta_key_mismatch_names_keys() -> None:
         weight_delta({"a": torch.zeros(2), "c": torch.zeros(2)}, base)
     with pytest.raises(ValueError, match=r"only in the first: \['b'\], only in the second: \[\]"):
         apply_delta(base, {"a": torch.zeros(2)})
+
+
+def test_train_local_workers_give_bit_identical_weights() -> None:
+    cases = [sphere_case(f"c{i}", 24, seed=i) for i in range(3)]
+    plan = TrainingPlan(local_epochs=2, learning_rate=1e-2, batch_size=2, crop_size=(16, 16, 16))
+    inline, workers = tiny_model(), tiny_model()
+    first = train_local(inline, cases, plan, CPU, workers=0)
+    second = train_local(workers, cases, plan, CPU, workers=2)
+    a, b = inline.state_dict(), workers.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (first.steps, first.num_samples, first.mean_loss) == (
+        second.steps,
+        second.num_samples,
+        second.mean_loss,
+    )
+
+
+def test_train_local_failed_step_leaves_no_worker_threads() -> None:
+    poisoned = sphere_case("c", 16, seed=0)
+    poisoned.image[:] = np.nan
+    plan = TrainingPlan(local_epochs=4, crop_size=(16, 16, 16))
+    with pytest.raises(FloatingPointError, match="training loss became nan at step 1"):
+        train_local(tiny_model(), [poisoned], plan, CPU, workers=2)
+    assert not [t for t in threading.enumerate() if t.name.startswith(WORKER_THREAD_PREFIX)]
+
+
+def test_data_workers_default_by_device_and_explicit_value() -> None:
+    assert data_workers(None, CPU) == 0
+    cuda_default = data_workers(None, torch.device("cuda"))
+    assert 0 <= cuda_default <= MAX_DEFAULT_WORKERS
+    assert cuda_default == min(MAX_DEFAULT_WORKERS, len(os.sched_getaffinity(0)) - 1)
+    assert data_workers(3, CPU) == 3
+    with pytest.raises(ConfigurationError, match="data workers must be >= 0, got -1"):
+        data_workers(-1, CPU)
