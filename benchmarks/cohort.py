@@ -1,11 +1,12 @@
 """The quality benchmark's synthetic cohort: uneven sites with their own scanners, as NIfTIs.
 
-Every site is a BraTS-layout folder written by ``services.node.data.synthetic.write_site``:
-brain-like volumes with a necrotic core inside an enhancing rim inside oedema, and per-site
-scanner differences (intensity scale, contrast gamma, bias field, noise level, see
-``site_profile``). Site sizes are drawn unevenly (``uneven_site_sizes``), as in the public
-reproduction of Li et al. 2019 (3 to 77 cases per client). Equal arguments give
-byte-identical files; a folder written before with the same arguments is reused as is.
+Every site is a BraTS-layout folder written by
+``services.node.data.synthetic_sites.write_site``: brain-like volumes with a necrotic core
+inside an enhancing rim inside oedema, and per-site scanner differences (intensity scale,
+contrast gamma, bias field, noise level, see ``site_profile``). Site sizes are drawn
+unevenly (``uneven_site_sizes``), as in the public reproduction of Li et al. 2019 (3 to 77
+cases per client). Equal arguments give byte-identical files; a folder written before with
+the same arguments is reused as is.
 
     python -m benchmarks.cohort --out var/bench-quality/cohort [--cases 40] [--sites 4]
 """
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.node.data.brats import CaseFiles
-from services.node.data.synthetic import MIN_SIDE, site_profile, uneven_site_sizes, write_site
+from services.node.data.synthetic_sites import uneven_site_sizes, write_site
+from services.node.data.synthetic_volumes import MIN_SIDE, site_profile
 
 
 @dataclass(frozen=True)

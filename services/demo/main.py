@@ -22,7 +22,7 @@ from services.demo.processes import (
     wait_healthy,
 )
 from services.demo.table import final_dice, privacy_table, round_table
-from services.node.data.synthetic import uneven_site_sizes, write_site
+from services.node.data.synthetic_sites import uneven_site_sizes, write_site
 from shared.model import ModelConfig
 from shared.pki import bootstrap
 from shared.schemas import (

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.demo.processes import Kit, node_env, spawn, stop
-from services.node.data.synthetic import write_site
+from services.node.data.synthetic_sites import write_site
 from shared.model import ModelConfig
 from shared.schemas import RoundView, RunCreate, RunView, TrainingPlan
 from tests.e2e.conftest import AggregatorProcess

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from services.admin.main import main as admin
 from services.demo.processes import Kit, node_env, spawn, stop
-from services.node.data.synthetic import write_site
+from services.node.data.synthetic_sites import write_site
 from tests.e2e.conftest import start_aggregator
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

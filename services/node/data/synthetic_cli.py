@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.node.data.synthetic import write_site
+from services.node.data.synthetic_sites import write_site
 from shared.errors import FedsegError
 
 

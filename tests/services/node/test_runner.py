@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from services.aggregator.federation import Federation
 from services.node.client import AggregatorClient
 from services.node.data.brats import find_cases, load_cases
-from services.node.data.synthetic import write_site
+from services.node.data.synthetic_sites import write_site
 from services.node.runner import LocalData, NodeRunner
 from shared.schemas import TaskPoll
 from shared.tensors import read_manifest

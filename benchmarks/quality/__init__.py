@@ -1,0 +1,1 @@
+"""Segmentation quality of centralised training, FedAvg and FedAvg under each privacy mechanism."""

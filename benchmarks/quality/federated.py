@@ -1,0 +1,194 @@
+"""The federated settings: the real aggregator app and one NodeRunner per site, in-process."""
+
+from __future__ import annotations
+
+import ssl
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+import torch
+from starlette.types import ASGIApp
+
+from benchmarks.quality.config import QualityConfig, Setting
+from benchmarks.quality.report import say_progress
+from benchmarks.quality.results import SettingResult, weighted_dice
+from benchmarks.quality.sites import SiteData
+from services.aggregator.api.main import create_app
+from services.aggregator.core.blobs import BlobStore
+from services.aggregator.core.config import AggregatorSettings
+from services.aggregator.core.db import make_engine
+from services.aggregator.core.security import _WithPeerCertificate, tls_extension
+from services.aggregator.federation import Federation
+from services.node.client import AggregatorClient
+from services.node.data.crops import steps_per_epoch
+from services.node.runner import LocalData, NodeRunner
+from shared.pki import bootstrap
+from shared.schemas import (
+    API_PREFIX,
+    RegionDice,
+    RoundKind,
+    RoundView,
+    RunCreate,
+    RunState,
+    TaskPoll,
+)
+
+with warnings.catch_warnings():
+    # starlette nudges TestClient users towards httpx2; the node ships with httpx.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient
+
+
+class InProcessFederation:
+    """The aggregator app and one NodeRunner per site in this process; one run per setting.
+
+    Requests go through starlette's TestClient with each holder's certificate in the ASGI
+    TLS extension, where uvicorn's peer-certificate protocol would put it. The round ticker
+    is replaced by calling ``Federation.advance`` after every sweep over the nodes.
+    """
+
+    def __init__(self, workdir: Path, names: Sequence[str]) -> None:
+        self.workdir = workdir
+        self.names = list(names)
+        self.pki = workdir / "pki"
+        bootstrap(self.pki, nodes=self.names, admins=("admin",))
+
+    def _client(self, app: object, name: str) -> TestClient:
+        der = ssl.PEM_cert_to_DER_cert((self.pki / f"{name}.pem").read_text())
+        asgi = cast(ASGIApp, _WithPeerCertificate(app, tls_extension(der)))
+        return TestClient(asgi, base_url="https://t")
+
+    def run(
+        self,
+        setting: Setting,
+        config: QualityConfig,
+        sites: Sequence[SiteData],
+        device: torch.device,
+    ) -> SettingResult:
+        """One run of `config.rounds` rounds plus the evaluation round under setting.policy."""
+        if setting.policy is None:
+            raise ValueError(f"setting {setting.name} has no privacy policy to federate with")
+        began = time.perf_counter()
+        state = self.workdir / "".join(c if c.isalnum() else "-" for c in setting.name)
+        engine = make_engine(f"sqlite:///{state / 'aggregator.db'}")
+        try:
+            federation = Federation(engine, BlobStore(state / "blobs"))
+            federation.migrate()
+            settings = AggregatorSettings(
+                tls_cert=self.pki / "aggregator.pem",
+                tls_key=self.pki / "aggregator-key.pem",
+                tls_ca=self.pki / "ca.pem",
+                state_dir=state,
+            )
+            app = create_app(settings, federation)
+            request = RunCreate(
+                name=setting.name[:64],
+                rounds=config.rounds,
+                expected_nodes=self.names,
+                min_nodes=len(self.names),
+                model=config.model,
+                plan=config.plan,
+                privacy=setting.policy,
+                seed=config.plan.seed,
+            )
+            response = self._client(app, "admin").post(
+                f"{API_PREFIX}/runs", json=request.model_dump(mode="json")
+            )
+            response.raise_for_status()
+            run_id = int(response.json()["id"])
+            runners = [
+                NodeRunner(
+                    AggregatorClient(self._client(app, site.name), max_attempts=1),
+                    LocalData(train=site.train, val=site.val),
+                    state / site.name,
+                    device,
+                    site.name,
+                )
+                for site in sites
+            ]
+            self._drive(federation, run_id, runners, setting, config, sites)
+            rounds = federation.list_rounds(run_id)
+        finally:
+            engine.dispose()
+        return self._result(setting, rounds, sites, config, time.perf_counter() - began)
+
+    def _drive(
+        self,
+        federation: Federation,
+        run_id: int,
+        runners: Sequence[NodeRunner],
+        setting: Setting,
+        config: QualityConfig,
+        sites: Sequence[SiteData],
+    ) -> None:
+        """Let every node do its task, close the round, repeat until the run has ended."""
+        while federation.get_run(run_id).state == RunState.RUNNING:
+            numbers = set()
+            for runner in runners:
+                # AggregatorClient.poll sets a long-poll timeout, which TestClient refuses.
+                answer = runner.client.http.get(f"{API_PREFIX}/tasks/next")
+                task = TaskPoll.model_validate_json(answer.content).task
+                if task is not None:
+                    runner.handle(task)
+                    numbers.add(task.round)
+            advanced = False
+            while federation.advance():
+                advanced = True
+            if not numbers and not advanced:
+                raise RuntimeError(f"run {run_id} ({setting.name}) is stuck: no task, no change")
+            for number in sorted(numbers):
+                dice = _base_dice(federation.get_round(run_id, number), sites)
+                say_progress(setting.name, number - 1, config.rounds, dice)
+        run = federation.get_run(run_id)
+        if run.state != RunState.COMPLETED:
+            raise RuntimeError(f"run {run_id} ({setting.name}) ended {run.state}: {run.detail}")
+
+    @staticmethod
+    def _result(
+        setting: Setting,
+        rounds: Sequence[RoundView],
+        sites: Sequence[SiteData],
+        config: QualityConfig,
+        seconds: float,
+    ) -> SettingResult:
+        ordered = sorted(rounds, key=lambda r: r.round)
+        last_train = [r for r in ordered if r.kind == RoundKind.TRAIN][-1]
+        spends = [u.privacy for u in last_train.updates if u.privacy is not None]
+        totals = [u.privacy_total for u in last_train.updates if u.privacy_total is not None]
+        per_round = [spend.epsilon for spend in spends]
+        cumulative = [total.epsilon for total in totals]
+        steps = (
+            config.rounds
+            * config.plan.local_epochs
+            * sum(steps_per_epoch(len(site.train), config.plan) for site in sites)
+        )
+        return SettingResult(
+            setting=setting,
+            per_round=[_base_dice(r, sites) for r in ordered],
+            steps=steps,
+            seconds=seconds,
+            epsilon_round=_worst(per_round),
+            epsilon_total=_worst(cumulative),
+            delta=max((spend.delta for spend in spends), default=0.0),
+        )
+
+
+def _worst(epsilons: Sequence[float | None]) -> float | None:
+    """The largest epsilon over nodes; None (no guarantee) when any node has none or no data."""
+    if not epsilons or any(epsilon is None for epsilon in epsilons):
+        return None
+    return max(epsilon for epsilon in epsilons if epsilon is not None)
+
+
+def _base_dice(round_view: RoundView, sites: Sequence[SiteData]) -> RegionDice:
+    """Dice of a round's base model over all sites' validation cases, from the nodes' metrics."""
+    val_cases = {site.name: len(site.val) for site in sites}
+    scores = [
+        (update.metrics.dice_global, val_cases[update.node])
+        for update in round_view.updates
+        if update.metrics.dice_global is not None
+    ]
+    return weighted_dice(scores)
