@@ -107,7 +107,7 @@ class PrivacySpend(_Strict):
 
 
 class TrainingPlan(_Strict):
-    """How each node trains locally in one round."""
+    """How each node trains locally in one round, and what its validation measures."""
 
     local_epochs: int = Field(default=1, ge=1, le=1000)
     max_steps: int | None = Field(default=None, ge=1, description="stop an epoch early")
@@ -115,6 +115,8 @@ class TrainingPlan(_Strict):
     batch_size: int = Field(default=1, ge=1, le=64)
     crop_size: tuple[int, int, int] = (128, 128, 128)
     seed: int = Field(default=0, ge=0)
+    hd95: bool = False
+    """Validation also measures the 95th-percentile Hausdorff distance (slower)."""
 
 
 class RegionDice(_Strict):
@@ -126,6 +128,15 @@ class RegionDice(_Strict):
     mean: float = Field(ge=0.0, le=1.0)
 
 
+class RegionDistance(_Strict):
+    """A surface distance per tumour region and their mean, in millimetres."""
+
+    tc: float = Field(ge=0.0)
+    wt: float = Field(ge=0.0)
+    et: float = Field(ge=0.0)
+    mean: float = Field(ge=0.0)
+
+
 class UpdateMetrics(_Strict):
     """What a node measured in one round on its own validation split."""
 
@@ -133,6 +144,10 @@ class UpdateMetrics(_Strict):
     """The received global model, before local training."""
     dice_local: RegionDice | None = None
     """The locally trained model, after local training."""
+    hd95_global: RegionDistance | None = None
+    """HD95 of the received global model, when the plan asks for it."""
+    hd95_local: RegionDistance | None = None
+    """HD95 of the locally trained model, when the plan asks for it."""
     train_loss: float | None = None
     train_seconds: float | None = Field(default=None, ge=0.0)
 
@@ -285,6 +300,10 @@ class RoundView(_Strict):
     """Mean over nodes of the base model's Dice on their validation splits."""
     mean_dice_local: RegionDice | None
     """Mean over nodes of the locally trained models' Dice."""
+    mean_hd95_global: RegionDistance | None = None
+    """Mean over nodes of the base model's HD95 in mm (runs with ``plan.hd95``)."""
+    mean_hd95_local: RegionDistance | None = None
+    """Mean over nodes of the locally trained models' HD95 in mm."""
     updates: list[NodeUpdateView]
 
 

@@ -10,7 +10,7 @@ from services.admin.client import AdminClient, AdminError
 from services.admin.config import AdminSettings
 from services.admin.runspec import run_request
 from services.admin.tables import nodes_table, progress_line, runs_table
-from services.demo.table import final_dice, privacy_table, round_table
+from services.demo.table import final_dice, final_hd95, format_hd95, privacy_table, round_table
 from shared import pki
 from shared.errors import ConfigurationError
 from shared.identity import identity_from_certificate
@@ -132,7 +132,7 @@ def wait(client: AdminClient, args: argparse.Namespace, settings: AdminSettings)
 
 
 def report(found: list[RoundView]) -> str:
-    """The round table, the final model's Dice and the privacy spent."""
+    """The round table, the final model's Dice (and HD95) and the privacy spent."""
     parts = [round_table(found)]
     dice = final_dice(found)
     if dice is not None:
@@ -140,6 +140,9 @@ def report(found: list[RoundView]) -> str:
             f"final global model: TC {dice.tc:.3f}  WT {dice.wt:.3f}  ET {dice.et:.3f}  "
             f"mean {dice.mean:.3f}"
         )
+    hd95 = final_hd95(found)
+    if hd95 is not None:
+        parts.append(f"final global model HD95: {format_hd95(hd95)}")
     parts.append(privacy_table(found))
     return "\n\n".join(parts)
 

@@ -111,6 +111,9 @@ def _run_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--lr", type=float, help="learning rate (Adam)")
     sub.add_argument("--batch-size", type=int)
     sub.add_argument("--seed", type=int)
+    sub.add_argument(
+        "--hd95", action="store_true", default=None, help="validation also measures HD95 (mm)"
+    )
     privacy = sub.add_argument_group("privacy (or --privacy-json with a PrivacyPolicy)")
     privacy.add_argument("--privacy-json", help="a PrivacyPolicy as JSON, or @file")
     privacy.add_argument("--privacy", choices=[m.value for m in Mechanism], help="mechanism")

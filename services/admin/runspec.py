@@ -53,6 +53,7 @@ def run_request(args: argparse.Namespace) -> RunCreate:
             "batch_size": args.batch_size,
             "crop_size": crop,
             "seed": args.seed,
+            "hd95": args.hd95,
         },
         "privacy": {
             "mechanism": args.privacy,

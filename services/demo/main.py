@@ -21,7 +21,7 @@ from services.demo.processes import (
     stop,
     wait_healthy,
 )
-from services.demo.table import final_dice, privacy_table, round_table
+from services.demo.table import final_dice, final_hd95, format_hd95, privacy_table, round_table
 from services.node.data.synthetic_sites import uneven_site_sizes, write_site
 from shared.model import ModelConfig
 from shared.pki import bootstrap
@@ -69,8 +69,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NODE=EPSILON",
         help="give a node a privacy budget, e.g. site-3=2000 (repeatable)",
     )
+    p.add_argument(
+        "--hd95",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="nodes also measure the 95th-percentile Hausdorff distance (default on)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--port", type=int, default=8443, help="aggregator port (a free one if taken)")
+    p.add_argument(
+        "--port", type=int, default=8443, help="aggregator port (0, or taken: a free one)"
+    )
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many s")
     p.add_argument(
         "--serve",
@@ -82,6 +90,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("need at least 1 node, 1 round and 2 cases per node")
     if args.volume % 8 or args.crop % 8 or args.crop > args.volume:
         p.error("--volume and --crop must be multiples of 8, and crop <= volume")
+    if not 0 <= args.port <= 65535:
+        p.error("--port must be between 0 and 65535")
     return args
 
 
@@ -161,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(args.workdir / stale, ignore_errors=True)
     prepare(args, names)
     pki = args.workdir / "pki"
-    port = args.port if port_is_free(args.port) else free_port()
+    port = args.port if args.port and port_is_free(args.port) else free_port()
     url = f"https://127.0.0.1:{port}"
     agg_log = args.workdir / "logs" / "aggregator.log"
     aggregator = spawn(
@@ -188,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=1,
                 crop_size=(args.crop,) * 3,
                 seed=args.seed,
+                hd95=args.hd95,
             ),
             privacy=privacy_policy(args),
             seed=args.seed,
@@ -248,6 +259,9 @@ def report(args: argparse.Namespace, rounds: list[RoundView], final: RunView) ->
             f"\nfinal global model, mean over nodes' validation splits: TC {dice.tc:.3f}  "
             f"WT {dice.wt:.3f}  ET {dice.et:.3f}  mean {dice.mean:.3f}"
         )
+    hd95 = final_hd95(rounds)
+    if hd95 is not None:
+        print(f"HD95 of the final global model: {format_hd95(hd95)}")
     print(f"\nprivacy: {describe(final.privacy)}; epsilon per node per round:")
     print(privacy_table(rounds))
     print(f"run {final.id}: {final.state}{f' ({final.detail})' if final.detail else ''}")

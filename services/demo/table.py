@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shared.schemas import RegionDice, RoundKind, RoundView
+from shared.schemas import RegionDice, RegionDistance, RoundKind, RoundView
 
 
 def _mean(d: RegionDice | None) -> str:
@@ -46,6 +46,18 @@ def final_dice(rounds: Sequence[RoundView]) -> RegionDice | None:
         if r.kind == RoundKind.EVALUATE:
             return r.mean_dice_global
     return None
+
+
+def final_hd95(rounds: Sequence[RoundView]) -> RegionDistance | None:
+    """HD95 in mm of the final global model, from the evaluation round (runs with plan.hd95)."""
+    for r in rounds:
+        if r.kind == RoundKind.EVALUATE:
+            return r.mean_hd95_global
+    return None
+
+
+def format_hd95(hd95: RegionDistance) -> str:
+    return f"TC {hd95.tc:.1f}  WT {hd95.wt:.1f}  ET {hd95.et:.1f}  mean {hd95.mean:.1f} mm"
 
 
 def _eps(value: float | None) -> str:

@@ -1,17 +1,20 @@
-"""Validation Dice per tumour region by sliding-window inference, as in Li et al. 2019."""
+"""Validation Dice (and optionally HD95) per tumour region by sliding-window inference, as in
+Li et al. 2019."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from monai.inferers.utils import sliding_window_inference
 from monai.metrics.meandice import DiceMetric
 
 from services.node.data.cases import Case
-from shared.schemas import RegionDice
+from services.node.hd95 import case_hd95, mean_distance
+from shared.schemas import RegionDice, RegionDistance
 
 WINDOW_OVERLAP = 0.5
 """Overlap of neighbouring sliding windows, as in the public MONAI BraTS reference."""
@@ -59,13 +62,24 @@ def window_size(
     return (size[0], size[1], size[2])
 
 
-def evaluate(
+@dataclass(frozen=True)
+class Validation:
+    """What validation measured: Dice always, HD95 in mm when asked for."""
+
+    dice: RegionDice
+    hd95: RegionDistance | None
+
+
+def validate(
     model: torch.nn.Module,
     cases: Sequence[Case],
     roi_size: tuple[int, int, int],
     device: torch.device,
-) -> RegionDice:
-    """Mean Dice over `cases` of each region (TC, WT, ET) and the mean of the three.
+    *,
+    hd95: bool = False,
+) -> Validation:
+    """Mean Dice over `cases` of each region (TC, WT, ET) and the mean of the three; with
+    `hd95`, also their mean 95th-percentile Hausdorff distance in mm (services.node.hd95).
 
     Each image [1, 4, D, H, W] is segmented by sliding windows of `roi_size` (clamped to the
     volume) into logits [1, 3, D, H, W], thresholded at sigmoid > 0.5 and scored per channel
@@ -74,9 +88,10 @@ def evaluate(
     yields NaN and every case counts. The model is left on `device` in its former mode.
     """
     if not cases:
-        raise ValueError("evaluate needs at least one case, got none")
+        raise ValueError("validation needs at least one case, got none")
     multiple = spatial_multiple(model)
     metric = DiceMetric(include_background=True, reduction="mean_batch", ignore_empty=False)
+    distances: list[tuple[float, float, float]] = []
     was_training = model.training
     model.to(device)
     model.eval()
@@ -94,6 +109,8 @@ def evaluate(
                     raise TypeError(f"model must return one tensor, got {type(logits).__name__}")
                 prediction = (torch.sigmoid(logits.float()) > 0.5).float()
                 metric(y_pred=prediction, y=label)
+                if hd95:
+                    distances.append(case_hd95(prediction[0], label[0], case.spacing))
             scores = metric.aggregate()
     finally:
         model.train(was_training)
@@ -102,4 +119,15 @@ def evaluate(
     tc, wt, et = (float(v) for v in scores.cpu().tolist())
     if not all(math.isfinite(v) for v in (tc, wt, et)):
         raise ValueError(f"Dice is not finite (TC {tc}, WT {wt}, ET {et})")
-    return RegionDice(tc=tc, wt=wt, et=et, mean=(tc + wt + et) / 3.0)
+    dice = RegionDice(tc=tc, wt=wt, et=et, mean=(tc + wt + et) / 3.0)
+    return Validation(dice=dice, hd95=mean_distance(distances) if hd95 else None)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    cases: Sequence[Case],
+    roi_size: tuple[int, int, int],
+    device: torch.device,
+) -> RegionDice:
+    """Mean Dice per region and their mean: ``validate(...).dice`` without HD95."""
+    return validate(model, cases, roi_size, device).dice

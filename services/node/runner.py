@@ -15,10 +15,11 @@ import torch
 
 from services.node.client import AggregatorClient
 from services.node.data.cases import Case
+from services.node.evaluation import Validation, validate
 from services.node.ledger import PrivacyLedger
 from services.node.privacy import over_budget, round_cost, tighten
 from services.node.progress import ProgressBar
-from services.node.training import evaluate, train_local, weight_delta
+from services.node.training import train_local, weight_delta
 from shared import errors
 from shared.model import build_model
 from shared.privacy.apply import apply_policy
@@ -94,10 +95,10 @@ class NodeRunner:
     def _pending(self, task: Task) -> Path:
         return self.state_dir / "pending" / f"{task.task_nonce}.safetensors"
 
-    def _validate(self, model: torch.nn.Module, task: Task) -> RegionDice | None:
+    def _validate(self, model: torch.nn.Module, task: Task) -> Validation | None:
         if not self.data.val:
             return None
-        return evaluate(model, self.data.val, task.plan.crop_size, self.device)
+        return validate(model, self.data.val, task.plan.crop_size, self.device, hd95=task.plan.hd95)
 
     def handle(self, task: Task) -> None:
         """Do one task to completion (upload accepted, or the round moved on)."""
@@ -111,7 +112,9 @@ class NodeRunner:
         model = build_model(task.model)
         model.load_state_dict(base)
         model.to(self.device)
-        dice_global = self._validate(model, task)
+        before = self._validate(model, task)
+        dice_global = before.dice if before else None
+        hd95_global = before.hd95 if before else None
         if task.kind == RoundKind.EVALUATE:
             report = EvaluationReport(
                 run_id=task.run_id,
@@ -119,7 +122,7 @@ class NodeRunner:
                 task_nonce=task.task_nonce,
                 base_model=task.base_model,
                 num_samples=len(self.data.val),
-                metrics=UpdateMetrics(dice_global=dice_global),
+                metrics=UpdateMetrics(dice_global=dice_global, hd95_global=hd95_global),
             )
             self.client.report_evaluation(report)
             log.info("round %d: evaluated the final model: %s", task.round, _fmt(dice_global))
@@ -140,7 +143,8 @@ class NodeRunner:
         result = train_local(
             model, self.data.train, plan, self.device, progress=progress, workers=self.workers
         )
-        dice_local = self._validate(model, task)
+        after = self._validate(model, task)
+        dice_local = after.dice if after else None
         trained = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         # Privacy noise must be unpredictable to everyone else, the aggregator included, so
         # its generator is seeded from the OS, never from the run's public seed.
@@ -157,6 +161,8 @@ class NodeRunner:
             metrics=UpdateMetrics(
                 dice_global=dice_global,
                 dice_local=dice_local,
+                hd95_global=hd95_global,
+                hd95_local=after.hd95 if after else None,
                 train_loss=result.mean_loss,
                 train_seconds=time.perf_counter() - started,
             ),

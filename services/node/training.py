@@ -18,7 +18,6 @@ from services.node.data.crops import Schedule, crop_batches
 from services.node.evaluation import (
     autocast_context,
     autocast_dtype,
-    evaluate,
     spatial_multiple,
     window_size,
 )
@@ -30,7 +29,6 @@ __all__ = [
     "TrainResult",
     "apply_delta",
     "data_workers",
-    "evaluate",
     "select_device",
     "train_local",
     "weight_delta",

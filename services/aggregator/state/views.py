@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -18,6 +19,7 @@ from shared.schemas import (
     PrivacySpend,
     PrivacyTotal,
     RegionDice,
+    RegionDistance,
     RoundKind,
     RoundState,
     RoundView,
@@ -28,13 +30,15 @@ from shared.schemas import (
     UpdateStatus,
 )
 
+Regions = TypeVar("Regions", RegionDice, RegionDistance)
 
-def mean_dice(values: Sequence[RegionDice]) -> RegionDice | None:
+
+def mean_over_nodes(values: Sequence[Regions]) -> Regions | None:
     """Unweighted mean over nodes: each hospital's validation split counts once."""
     if not values:
         return None
     n = len(values)
-    return RegionDice(
+    return type(values[0])(
         tc=sum(v.tc for v in values) / n,
         wt=sum(v.wt for v in values) / n,
         et=sum(v.et for v in values) / n,
@@ -96,8 +100,7 @@ def round_view(session: Session, run: Run, rnd: Round) -> RoundView:
         for row in rows
     ]
     accepted = [u for u in updates if u.status == UpdateStatus.ACCEPTED]
-    globals_ = [u.metrics.dice_global for u in accepted if u.metrics.dice_global is not None]
-    locals_ = [u.metrics.dice_local for u in accepted if u.metrics.dice_local is not None]
+    metrics = [u.metrics for u in accepted]
     return RoundView(
         run_id=run.id,
         round=rnd.number,
@@ -114,8 +117,18 @@ def round_view(session: Session, run: Run, rnd: Round) -> RoundView:
         deadline=rnd.deadline,
         closed_at=rnd.closed_at,
         detail=rnd.detail,
-        mean_dice_global=mean_dice(globals_),
-        mean_dice_local=mean_dice(locals_),
+        mean_dice_global=mean_over_nodes(
+            [m.dice_global for m in metrics if m.dice_global is not None]
+        ),
+        mean_dice_local=mean_over_nodes(
+            [m.dice_local for m in metrics if m.dice_local is not None]
+        ),
+        mean_hd95_global=mean_over_nodes(
+            [m.hd95_global for m in metrics if m.hd95_global is not None]
+        ),
+        mean_hd95_local=mean_over_nodes(
+            [m.hd95_local for m in metrics if m.hd95_local is not None]
+        ),
         updates=updates,
     )
 

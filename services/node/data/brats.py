@@ -15,7 +15,14 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
 from services.node.data.cases import MODALITIES, Case
-from services.node.data.transforms import DEFAULT_PIXDIM, Pixdim, check_pixdim, preprocess, to_ras
+from services.node.data.transforms import (
+    DEFAULT_PIXDIM,
+    Pixdim,
+    check_pixdim,
+    output_spacing,
+    preprocess,
+    to_ras,
+)
 from shared.errors import DataError
 
 LABEL_SUFFIX = "seg"
@@ -221,7 +228,12 @@ def load_case(files: CaseFiles, pixdim: Pixdim | None = DEFAULT_PIXDIM) -> Case:
         image, seg = preprocess(np.stack(volumes), read[0][1], seg, seg_affine, pixdim)
     except (DataError, ValueError) as error:
         raise DataError(f"File {files.label}: {error}") from error
-    return Case(case_id=files.case_id, image=image, label=brats_labels_to_regions(seg))
+    return Case(
+        case_id=files.case_id,
+        image=image,
+        label=brats_labels_to_regions(seg),
+        spacing=output_spacing(read[0][1], pixdim),
+    )
 
 
 def load_cases(files: Sequence[CaseFiles], pixdim: Pixdim | None = DEFAULT_PIXDIM) -> list[Case]:

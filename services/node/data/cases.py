@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,11 +19,13 @@ class Case:
 
     image: float32 [4, D, H, W], channels in MODALITIES order, normalised per channel.
     label: float32 [3, D, H, W], binary masks for TC, WT, ET (shared.model.REGIONS order).
+    spacing: voxel size in mm along D, H, W (1 mm after the loaders' default resampling).
     """
 
     case_id: str
     image: npt.NDArray[np.float32]
     label: npt.NDArray[np.float32]
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
         if self.image.ndim != 4 or self.image.shape[0] != len(MODALITIES):
@@ -32,6 +35,8 @@ class Case:
                 f"label must be [3, D, H, W] matching the image, got {list(self.label.shape)} "
                 f"for image {list(self.image.shape)}"
             )
+        if len(self.spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in self.spacing):
+            raise ValueError(f"spacing must be three positive sizes in mm, got {self.spacing}")
 
     @functools.cached_property
     def foreground(self) -> npt.NDArray[np.intp]:

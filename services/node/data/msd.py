@@ -12,7 +12,14 @@ import numpy.typing as npt
 
 from services.node.data.brats import check_labels, read_nifti
 from services.node.data.cases import MODALITIES, Case
-from services.node.data.transforms import DEFAULT_PIXDIM, Pixdim, check_pixdim, preprocess, to_ras
+from services.node.data.transforms import (
+    DEFAULT_PIXDIM,
+    Pixdim,
+    check_pixdim,
+    output_spacing,
+    preprocess,
+    to_ras,
+)
 from shared.errors import DataError
 
 DATASET_JSON = "dataset.json"
@@ -186,7 +193,12 @@ def load_msd_case(files: MsdCaseFiles, pixdim: Pixdim | None = DEFAULT_PIXDIM) -
         image, labels = preprocess(image, image_affine, ras_seg[0], ras_seg_affine, pixdim)
     except (DataError, ValueError) as error:
         raise DataError(f"File {files.label}: {error}") from error
-    return Case(case_id=files.case_id, image=image, label=msd_labels_to_regions(labels))
+    return Case(
+        case_id=files.case_id,
+        image=image,
+        label=msd_labels_to_regions(labels),
+        spacing=output_spacing(image_affine, pixdim),
+    )
 
 
 def load_msd_cases(

@@ -44,6 +44,11 @@ def _meta(volume: npt.NDArray[np.generic], affine: Affine) -> MetaTensor:
     )
 
 
+def output_spacing(affine: Affine, pixdim: Pixdim | None) -> Pixdim:
+    """Voxel size in mm after ``preprocess(..., pixdim)`` of a volume with this affine."""
+    return voxel_sizes(affine) if pixdim is None else pixdim
+
+
 def to_ras(
     volume: npt.NDArray[np.generic], affine: Affine
 ) -> tuple[npt.NDArray[np.generic], Affine]:

@@ -150,9 +150,10 @@ def test_create_run_from_a_spec_and_privacy_json_with_flags_winning(
     privacy = '{"mechanism": "gaussian", "noise_multiplier": 1.0, "l2_clip": 0.1}'
     run = _create(
         capsys, aggregator, "spec", "--spec", f"@{spec}", "--privacy-json", privacy,
-        "--noise-multiplier", "2",
+        "--noise-multiplier", "2", "--hd95",
     )  # fmt: skip
     assert (run.rounds, run.expected_nodes, run.plan.batch_size) == (2, ["site-1", "site-2"], 2)
+    assert run.plan.hd95
     assert (run.privacy.mechanism, run.privacy.noise_multiplier, run.privacy.l2_clip) == (
         "gaussian",
         2.0,

@@ -14,7 +14,7 @@ from services.node.client import AggregatorClient
 from services.node.data.brats import find_cases, load_cases
 from services.node.data.synthetic_sites import write_site
 from services.node.runner import LocalData, NodeRunner
-from shared.schemas import TaskPoll
+from shared.schemas import TaskPoll, TrainingPlan
 from shared.tensors import read_manifest
 from tests.services.aggregator.support import tiny_run
 
@@ -54,7 +54,34 @@ def test_node_trains_and_its_update_is_accepted(
     assert update.num_samples == 1  # max_steps=1, batch 1: one distinct case trained on
     assert update.metrics.dice_global is not None
     assert update.metrics.dice_local is not None
+    assert update.metrics.hd95_global is None  # the plan did not ask for it
     assert list((tmp_path / "pending").iterdir()) == []  # nothing left to resend
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_plan_asking_for_hd95_gets_it_in_the_metrics_and_the_round_view(
+    client_as: ClientAs,
+    federation: Federation,
+    local_data: LocalData,
+    tmp_path: Path,
+    database_url: str,
+) -> None:
+    run = tiny_run(plan=TrainingPlan(max_steps=1, crop_size=(8, 8, 8), hd95=True))
+    client_as("admin").post("/api/v1/runs", json=run.model_dump(mode="json"))
+    http = client_as("site-1")
+    task = TaskPoll.model_validate(http.get("/api/v1/tasks/next").json()).task
+    assert task is not None
+    assert task.plan.hd95
+    _runner(http, local_data, tmp_path).handle(task)
+    (first, *_) = federation.list_rounds()
+    (update,) = first.updates
+    hd95_global, hd95_local = update.metrics.hd95_global, update.metrics.hd95_local
+    assert hd95_global is not None
+    assert hd95_local is not None
+    # Distances in mm within a 24^3 volume at 1 mm: at most its diagonal.
+    assert 0.0 <= hd95_local.mean <= 24 * 3**0.5
+    assert first.mean_hd95_global == hd95_global
+    assert first.mean_hd95_local == hd95_local
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

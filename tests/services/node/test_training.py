@@ -11,7 +11,7 @@ import torch
 
 from services.node.data.cases import Case
 from services.node.data.crops import WORKER_THREAD_PREFIX
-from services.node.evaluation import evaluate, window_size
+from services.node.evaluation import evaluate, validate, window_size
 from services.node.training import (
     MAX_DEFAULT_WORKERS,
     TrainResult,
@@ -23,7 +23,7 @@ from services.node.training import (
 )
 from shared.errors import ConfigurationError
 from shared.model import ModelConfig, build_model, initial_state
-from shared.schemas import TrainingPlan
+from shared.schemas import RegionDistance, TrainingPlan
 
 TINY = ModelConfig(init_filters=8)  # SegResNet GroupNorm needs a multiple of 8
 CPU = torch.device("cpu")
@@ -256,3 +256,19 @@ def test_data_workers_default_by_device_and_explicit_value() -> None:
     assert data_workers(3, CPU) == 3
     with pytest.raises(ConfigurationError, match="data workers must be >= 0, got -1"):
         data_workers(-1, CPU)
+
+
+def test_validate_measures_hd95_only_when_asked() -> None:
+    case = label_in_image(sphere_case("c", 20, seed=0))
+    perfect = validate(LabelEcho(), [case], (16, 16, 16), CPU, hd95=True)
+    assert perfect.dice.mean == 1.0
+    assert perfect.hd95 == RegionDistance(tc=0.0, wt=0.0, et=0.0, mean=0.0)
+    assert validate(LabelEcho(), [case], (16, 16, 16), CPU).hd95 is None
+    # Predicting the whole volume: the sphere's surface is far from the volume's faces.
+    everything = validate(AllTumour(), [case], (16, 16, 16), CPU, hd95=True)
+    assert everything.hd95 is not None
+    assert 2.0 < everything.hd95.mean < 20.0
+    # Tumour predicted where the truth is empty: the worst distance, the volume's diagonal.
+    empty = validate(AllTumour(), [empty_case(16)], (16, 16, 16), CPU, hd95=True)
+    assert empty.hd95 is not None
+    assert empty.hd95.mean == pytest.approx(16 * 3**0.5)

@@ -94,7 +94,7 @@ def test_fedavg_is_deterministic_for_same_updates(
 
 
 def test_full_run_ends_with_evaluation_round(federation: Federation, tmp_path: Path) -> None:
-    from shared.schemas import EvaluationReport, RegionDice, UpdateMetrics
+    from shared.schemas import EvaluationReport, RegionDice, RegionDistance, UpdateMetrics
 
     run = federation.create_run(ADMIN, tiny_run(rounds=1))
     base = load_file(federation.blobs.open_path(task_of(federation, "site-1").base_model))
@@ -111,6 +111,10 @@ def test_full_run_ends_with_evaluation_round(federation: Federation, tmp_path: P
     assert evaluation.kind == RoundKind.EVALUATE
     assert evaluation.round == 2
     dice = RegionDice(tc=0.5, wt=0.7, et=0.3, mean=0.5)
+    hd95 = {
+        "site-1": RegionDistance(tc=2.0, wt=4.0, et=6.0, mean=4.0),
+        "site-2": RegionDistance(tc=4.0, wt=6.0, et=9.0, mean=6.5),
+    }
     for name in ("site-1", "site-2"):
         t = task_of(federation, name)
         federation.accept_evaluation(
@@ -119,13 +123,16 @@ def test_full_run_ends_with_evaluation_round(federation: Federation, tmp_path: P
             t.round,
             EvaluationReport(
                 run_id=t.run_id, round=t.round, task_nonce=t.task_nonce, base_model=t.base_model,
-                num_samples=2, metrics=UpdateMetrics(dice_global=dice),
+                num_samples=2, metrics=UpdateMetrics(dice_global=dice, hd95_global=hd95[name]),
             ),
         )  # fmt: skip
     settle(federation)
     assert federation.get_run(run.id).state == RunState.COMPLETED
     last = federation.get_round(run.id, 2)
     assert last.mean_dice_global == dice
+    # Each node counts once, whatever its number of validation cases.
+    assert last.mean_hd95_global == RegionDistance(tc=3.0, wt=5.0, et=7.5, mean=5.25)
+    assert last.mean_hd95_local is None
     assert federation.poll(node("site-1")).run_state == RunState.COMPLETED
     assert base  # the initial model stayed loadable throughout
     # Evaluation reports carry no privacy total; the node listing must still read.
