@@ -19,7 +19,7 @@ from services.node.data.brats import (
     normalise_nonzero,
     split_cases,
 )
-from services.node.data.cases import MODALITIES
+from services.node.data.cases import MODALITIES, Case
 from shared.errors import DataError
 
 SHAPE = (6, 5, 4)
@@ -111,6 +111,31 @@ def test_load_case_returns_normalised_image_and_regions(tmp_path: Path) -> None:
     assert case.image.dtype == np.float32
     np.testing.assert_allclose(case.image, normalise_nonzero(image), atol=1e-6)
     np.testing.assert_array_equal(case.label, brats_labels_to_regions(seg))
+    assert case.spacing == (1.0, 1.0, 1.0)
+
+
+def test_load_case_keeps_the_files_voxel_size_without_resampling(tmp_path: Path) -> None:
+    write_brats_case(tmp_path, "case_a", None)
+    lps_2mm = np.diag([-2.0, -1.0, 1.5, 1.0])
+    save(tmp_path / "case_a" / "case_a_seg.nii.gz", example_seg(), affine=lps_2mm)
+    for name in MODALITIES:
+        save(tmp_path / "case_a" / f"case_a_{name}.nii.gz", np.ones(SHAPE, np.float32), lps_2mm)
+
+    native = load_case(find_cases(tmp_path)[0], pixdim=None)
+    resampled = load_case(find_cases(tmp_path)[0])
+
+    assert native.spacing == (2.0, 1.0, 1.5)
+    assert native.image.shape == (4, *SHAPE)
+    assert resampled.spacing == (1.0, 1.0, 1.0)
+    assert resampled.image.shape[1] == 2 * SHAPE[0] - 1
+
+
+def test_case_refuses_a_spacing_that_is_not_three_positive_sizes() -> None:
+    image, label = np.zeros((4, 2, 2, 2), np.float32), np.zeros((3, 2, 2, 2), np.float32)
+    with pytest.raises(
+        ValueError, match=r"spacing must be three positive sizes in mm, got \(1.0, 0.0, 1.0\)"
+    ):
+        Case("c", image, label, spacing=(1.0, 0.0, 1.0))
 
 
 def test_load_case_reorients_to_ras(tmp_path: Path) -> None:

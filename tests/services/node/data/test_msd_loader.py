@@ -129,6 +129,8 @@ def test_load_msd_case_resamples_to_1mm(tmp_path: Path) -> None:
     assert case.image.shape == (4, 11, 5, 4)
     assert case.label.shape == (3, 11, 5, 4)
     assert native.image.shape == (4, *SHAPE)
+    assert case.spacing == (1.0, 1.0, 1.0)
+    assert native.spacing == (2.0, 1.0, 1.0)  # HD95 is measured in mm with this
 
 
 def test_find_msd_cases_without_modality_uses_the_decathlon_order(tmp_path: Path) -> None:
