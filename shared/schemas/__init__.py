@@ -1,0 +1,59 @@
+"""Wire schemas shared by the aggregator and the node: every JSON body has a model here."""
+
+from __future__ import annotations
+
+from shared.schemas.base import API_PREFIX, MANIFEST_KEY, SHA256_PATTERN, NodeName
+from shared.schemas.metrics import RegionDice, RegionDistance, UpdateMetrics
+from shared.schemas.privacy import (
+    Mechanism,
+    PrivacyPolicy,
+    PrivacySpend,
+    PrivacyTotal,
+    SelectionScope,
+)
+from shared.schemas.reports import (
+    Announcement,
+    Decline,
+    EvaluationReport,
+    UpdateManifest,
+    UpdateReceipt,
+)
+from shared.schemas.runs import RunCreate, TrainingPlan
+from shared.schemas.states import DeadlinePolicy, RoundKind, RoundState, RunState, UpdateStatus
+from shared.schemas.tasks import Task, TaskPoll
+from shared.schemas.views import ErrorBody, Health, NodeUpdateView, NodeView, RoundView, RunView
+
+__all__ = [
+    "API_PREFIX",
+    "MANIFEST_KEY",
+    "SHA256_PATTERN",
+    "Announcement",
+    "DeadlinePolicy",
+    "Decline",
+    "ErrorBody",
+    "EvaluationReport",
+    "Health",
+    "Mechanism",
+    "NodeName",
+    "NodeUpdateView",
+    "NodeView",
+    "PrivacyPolicy",
+    "PrivacySpend",
+    "PrivacyTotal",
+    "RegionDice",
+    "RegionDistance",
+    "RoundKind",
+    "RoundState",
+    "RoundView",
+    "RunCreate",
+    "RunState",
+    "RunView",
+    "SelectionScope",
+    "Task",
+    "TaskPoll",
+    "TrainingPlan",
+    "UpdateManifest",
+    "UpdateMetrics",
+    "UpdateReceipt",
+    "UpdateStatus",
+]

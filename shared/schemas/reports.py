@@ -1,0 +1,73 @@
+"""What a node sends the aggregator (announcement, update, decline, evaluation) and its receipt."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from shared.schemas.base import SHA256_PATTERN, _Strict
+from shared.schemas.metrics import UpdateMetrics
+from shared.schemas.privacy import PrivacySpend, PrivacyTotal
+
+
+class Announcement(_Strict):
+    """What a node tells the aggregator about itself when it starts."""
+
+    software_version: str = Field(max_length=64)
+    device: str = Field(max_length=64)
+    num_train_cases: int = Field(ge=0)
+    num_val_cases: int = Field(ge=0)
+
+
+class UpdateManifest(_Strict):
+    """Binds an update to its task; carried inside the safetensors ``__metadata__``.
+
+    Tensors named in ``sparse`` travel as ``<name>::indices`` (int64 [k], strictly
+    increasing flat positions) and ``<name>::values`` (float32 [k]); tensors named in
+    ``excluded`` are absent. Every other tensor of the model travels dense.
+    """
+
+    run_id: int = Field(ge=1)
+    round: int = Field(ge=1)
+    task_nonce: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    base_model: str = Field(pattern=SHA256_PATTERN)
+    num_samples: int = Field(ge=1)
+    metrics: UpdateMetrics = UpdateMetrics()
+    sparse: tuple[str, ...] = ()
+    excluded: tuple[str, ...] = ()
+    privacy: PrivacySpend | None = None
+    privacy_total: PrivacyTotal | None = None
+
+
+class Decline(_Strict):
+    """A node's refusal to release an update this round (e.g. its privacy budget is spent)."""
+
+    run_id: int = Field(ge=1)
+    round: int = Field(ge=1)
+    task_nonce: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    base_model: str = Field(pattern=SHA256_PATTERN)
+    reason: str = Field(min_length=1, max_length=1000)
+    privacy_total: PrivacyTotal | None = None
+
+
+class EvaluationReport(_Strict):
+    """A node's measurement of the final global model (evaluation rounds carry no tensors)."""
+
+    run_id: int = Field(ge=1)
+    round: int = Field(ge=1)
+    task_nonce: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    base_model: str = Field(pattern=SHA256_PATTERN)
+    num_samples: int = Field(ge=0, description="validation cases measured")
+    metrics: UpdateMetrics
+
+
+class UpdateReceipt(_Strict):
+    """The aggregator's answer to an accepted update; the same bytes get the same receipt."""
+
+    run_id: int
+    round: int
+    node: str
+    sha256: str
+    num_samples: int
+    accepted_at: datetime
