@@ -1,5 +1,5 @@
 """How fast the node builds 128^3 training batches from BraTS-sized cases, with and without
-worker processes, against MONAI's dictionary transforms doing the same augmentation.
+worker threads, against MONAI's dictionary transforms doing the same augmentation.
 
 The cases are in memory as the node keeps them (image float32 [4, 240, 240, 155], label
 float32 [3, 240, 240, 155], a tumour of about 100k voxels). fedseg's path is
@@ -7,7 +7,9 @@ float32 [3, 240, 240, 155], a tumour of about 100k voxels). fedseg's path is
 run is the public MONAI BraTS reference pipeline's random part, ``RandCropByPosNegLabeld``
 (pos 1, neg 1, foreground indices precomputed once per case by ``FgBgToIndicesd``, as a
 cached pipeline would) then ``RandFlipd`` on each axis, ``RandScaleIntensityd`` and
-``RandShiftIntensityd``, on the training process alone. A GPU running the full-size model
+``RandShiftIntensityd``, in the training process alone. The same batches built by PyTorch
+``DataLoader`` worker processes (1 and 2), which hand each batch over through shared memory,
+are timed too: the reason the node uses threads. A GPU running the full-size model
 at 128^3 needs only a few batches per second (``benchmarks.gpu_check`` measures that); the
 figure that matters is batches per second here against that rate.
 
@@ -27,9 +29,10 @@ from monai.transforms.croppad.dictionary import RandCropByPosNegLabeld
 from monai.transforms.intensity.dictionary import RandScaleIntensityd, RandShiftIntensityd
 from monai.transforms.spatial.dictionary import RandFlipd
 from monai.transforms.utility.dictionary import FgBgToIndicesd
+from torch.utils.data import DataLoader
 
 from services.node.data.cases import Case
-from services.node.data.crops import Schedule, crop_batches
+from services.node.data.crops import CropBatches, Schedule, crop_batches
 from shared.schemas import TrainingPlan
 
 Shape = tuple[int, int, int]
@@ -70,6 +73,24 @@ def time_fedseg(
             first = time.perf_counter() - began
     if count != batches + 1:
         raise RuntimeError(f"expected {batches + 1} batches, built {count}")
+    return first, time.perf_counter() - began - first
+
+
+def time_dataloader(
+    cases: Sequence[Case], batches: int, workers: int, crop: Shape = CROP
+) -> tuple[float, float]:
+    """As time_fedseg, with the batches built by `workers` DataLoader worker processes."""
+    plan = TrainingPlan(local_epochs=batches + 1, max_steps=1, crop_size=crop)
+    schedule = Schedule.build(np.random.default_rng(0), len(cases), plan)
+    dataset = CropBatches(cases, schedule, crop, pin_memory=False)
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers)  # type: ignore[arg-type]
+    began = time.perf_counter()
+    first = 0.0
+    for count, (images, _) in enumerate(loader, start=1):
+        if images.shape != (1, 4, *crop):
+            raise RuntimeError(f"unexpected batch shape {images.shape}")
+        if count == 1:
+            first = time.perf_counter() - began
     return first, time.perf_counter() - began - first
 
 
@@ -137,6 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         first, seconds = time_fedseg(cases, args.batches, workers, crop)
         print(
             f"fedseg crop_batches, {workers} worker(s):  {args.batches / seconds:6.1f} batches/s "
+            f"= {baseline / seconds:.2f}x the reference; first batch after {first:.2f} s"
+        )
+    for workers in (1, 2):
+        first, seconds = time_dataloader(cases, args.batches, workers, crop)
+        print(
+            f"DataLoader, {workers} worker process(es): {args.batches / seconds:6.1f} batches/s "
             f"= {baseline / seconds:.2f}x the reference; first batch after {first:.2f} s"
         )
     return 0

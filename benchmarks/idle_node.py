@@ -13,7 +13,14 @@ import torch
 
 from services.demo.processes import Kit
 from services.node.client import AggregatorClient
-from shared.schemas import Announcement, EvaluationReport, RunState, UpdateManifest, UpdateMetrics
+from shared.schemas import (
+    PROTOCOL_VERSION,
+    Announcement,
+    EvaluationReport,
+    RunState,
+    UpdateManifest,
+    UpdateMetrics,
+)
 from shared.tensors import load_file, update_bytes
 
 
@@ -23,7 +30,13 @@ def main(pki_dir: str, name: str, url: str) -> int:
     with Kit.of(Path(pki_dir), name).http(url, timeout=120) as http:
         client = AggregatorClient(http)
         client.announce(
-            Announcement(software_version="idle", device="cpu", num_train_cases=0, num_val_cases=0)
+            Announcement(
+                protocol=PROTOCOL_VERSION,
+                software_version="idle",
+                device="cpu",
+                num_train_cases=0,
+                num_val_cases=0,
+            )
         )
         zeros: dict[str, torch.Tensor] | None = None
         while True:

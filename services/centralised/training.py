@@ -78,7 +78,7 @@ def train_centralised(
     After every round's share of steps it is scored on `val` (images [4, D, H, W], labels
     [3, D, H, W]) by sliding windows of ``plan.crop_size`` and ``on_round(round, dice)`` is
     called, round from 1. ``progress(step, total, loss)`` and `workers` (batch-building
-    processes) are passed on to train_local.
+    threads) are passed on to train_local.
     """
     pooled = [case for site in sites for case in site]
     sizes = [len(site) for site in sites]

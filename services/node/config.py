@@ -23,7 +23,7 @@ class NodeSettings(BaseSettings):
     data_dir: Path
     state_dir: Path = Path("var/node")
     device: str = "auto"
-    data_workers: int | None = Field(default=None, ge=0, le=64)
+    data_workers: int | None = Field(default=None, ge=0, le=64)  # training.MAX_WORKERS
     """Threads that build training batches; None: 0 on CPU, up to 4 on CUDA."""
     val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     split_seed: int = Field(default=0, ge=0)

@@ -19,10 +19,10 @@ from services.node.data.layout import load_local_split
 from services.node.ledger import PrivacyLedger
 from services.node.runner import LocalData, NodeRunner, PrivacyGuard
 from services.node.training import data_workers, select_device
-from shared.errors import FedsegError
+from shared.errors import ConflictError, FedsegError
 from shared.identity import identity_from_certificate
 from shared.pki import load_certificate
-from shared.schemas import Announcement
+from shared.schemas import PROTOCOL_VERSION, Announcement
 from shared.settings import describe_settings_error
 from shared.tls import client_ssl_context
 
@@ -81,14 +81,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with http:
         client = AggregatorClient(http, max_backoff_s=settings.max_backoff_s)
-        client.announce(
-            Announcement(
-                software_version=f"fedseg {VERSION} torch {torch.__version__}",
-                device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-                num_train_cases=len(data.train),
-                num_val_cases=len(data.val),
-            )
+        announcement = Announcement(
+            protocol=PROTOCOL_VERSION,
+            software_version=f"fedseg {VERSION} torch {torch.__version__}",
+            device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            num_train_cases=len(data.train),
+            num_val_cases=len(data.val),
         )
+        try:
+            client.announce(announcement)
+        except ConflictError as exc:  # another wire protocol: retrying cannot help
+            print(f"fedseg-node: cannot start: {exc}", file=sys.stderr)
+            return 2
         guard = PrivacyGuard(
             ledger=PrivacyLedger(
                 settings.state_dir / "privacy-ledger.db", settings.privacy_budget_delta

@@ -26,6 +26,7 @@ from shared.schemas import TrainingPlan
 
 __all__ = [
     "MAX_DEFAULT_WORKERS",
+    "MAX_WORKERS",
     "TrainResult",
     "apply_delta",
     "data_workers",
@@ -71,6 +72,8 @@ class TrainResult:
     seconds: float
 
 
+MAX_WORKERS = 64
+"""Most batch-building threads a node accepts (as FEDSEG_DATA_WORKERS)."""
 MAX_DEFAULT_WORKERS = 4
 """Most batch-building threads chosen by default for a GPU (one 128^3 crop: ~40 ms)."""
 
@@ -83,8 +86,10 @@ def data_workers(requested: int | None, device: torch.device) -> int:
     MAX_DEFAULT_WORKERS.
     """
     if requested is not None:
-        if requested < 0:
-            raise ConfigurationError(f"data workers must be >= 0, got {requested}")
+        if not 0 <= requested <= MAX_WORKERS:
+            raise ConfigurationError(
+                f"data workers must be between 0 and {MAX_WORKERS}, got {requested}"
+            )
         return requested
     if device.type != "cuda":
         return 0

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from shared.schemas.base import API_PREFIX, MANIFEST_KEY, SHA256_PATTERN, NodeName
+from shared.schemas.base import (
+    API_PREFIX,
+    MANIFEST_KEY,
+    PROTOCOL_VERSION,
+    SHA256_PATTERN,
+    NodeName,
+)
 from shared.schemas.metrics import RegionDice, RegionDistance, UpdateMetrics
 from shared.schemas.privacy import (
     Mechanism,
@@ -26,6 +32,7 @@ from shared.schemas.views import ErrorBody, Health, NodeUpdateView, NodeView, Ro
 __all__ = [
     "API_PREFIX",
     "MANIFEST_KEY",
+    "PROTOCOL_VERSION",
     "SHA256_PATTERN",
     "Announcement",
     "DeadlinePolicy",

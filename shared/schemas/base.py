@@ -8,6 +8,11 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from shared.identity import NAME_PATTERN
 
+PROTOCOL_VERSION = 1
+"""The version of these wire schemas. Schemas forbid unknown fields, so an aggregator and a
+node on different versions would misread each other; a node announces its version and the
+aggregator refuses a different one by name. Bump it with every change to a wire schema
+(tests/shared/test_schemas.py records what each version looks like)."""
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 API_PREFIX = "/api/v1"
 MANIFEST_KEY = "fedseg.manifest"
@@ -18,4 +23,6 @@ NodeName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No Infinity or NaN anywhere: JSON has no such numbers, the database would store them
+    # as null, and a view reading that row back would fail for every caller.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

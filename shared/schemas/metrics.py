@@ -6,6 +6,9 @@ from pydantic import Field
 
 from shared.schemas.base import _Strict
 
+MAX_DISTANCE_MM = 10_000.0
+"""No distance inside a scanned head comes near 10 m; a larger value is a broken report."""
+
 
 class RegionDice(_Strict):
     """Dice per tumour region and their mean, each in [0, 1]."""
@@ -19,10 +22,10 @@ class RegionDice(_Strict):
 class RegionDistance(_Strict):
     """A surface distance per tumour region and their mean, in millimetres."""
 
-    tc: float = Field(ge=0.0)
-    wt: float = Field(ge=0.0)
-    et: float = Field(ge=0.0)
-    mean: float = Field(ge=0.0)
+    tc: float = Field(ge=0.0, le=MAX_DISTANCE_MM)
+    wt: float = Field(ge=0.0, le=MAX_DISTANCE_MM)
+    et: float = Field(ge=0.0, le=MAX_DISTANCE_MM)
+    mean: float = Field(ge=0.0, le=MAX_DISTANCE_MM)
 
 
 class UpdateMetrics(_Strict):

@@ -14,6 +14,8 @@ from shared.schemas.privacy import PrivacySpend, PrivacyTotal
 class Announcement(_Strict):
     """What a node tells the aggregator about itself when it starts."""
 
+    protocol: int = Field(ge=1)
+    """The node's PROTOCOL_VERSION; the aggregator refuses any other."""
     software_version: str = Field(max_length=64)
     device: str = Field(max_length=64)
     num_train_cases: int = Field(ge=0)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import enum
+import hashlib
+import json
+
+import pydantic
+import pytest
+
 import shared.schemas
 
 PUBLIC_NAMES = [
     "API_PREFIX",
     "MANIFEST_KEY",
+    "PROTOCOL_VERSION",
     "SHA256_PATTERN",
     "Announcement",
     "DeadlinePolicy",
@@ -50,3 +58,40 @@ def test_schemas_every_exported_class_is_defined_in_the_package() -> None:
     modules = {cls.__name__: cls.__module__ for cls in classes if isinstance(cls, type)}
     assert len(modules) == 28
     assert all(module.startswith("shared.schemas.") for module in modules.values())
+
+
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN"])
+def test_no_schema_accepts_a_non_finite_number(number: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match="Input should be a finite number"):
+        shared.schemas.UpdateMetrics.model_validate_json(f'{{"train_loss": {number}}}')
+    with pytest.raises(pydantic.ValidationError, match="Input should be a finite number"):
+        shared.schemas.PrivacySpend.model_validate_json(
+            f'{{"mechanism": "svt", "accounting": "x", "parameters": {{"clip": {number}}}}}'
+        )
+
+
+def wire_digest() -> str:
+    """Every field of every wire schema: name, type, required or default, constraints."""
+    shape = {}
+    for name in sorted(shared.schemas.__all__):
+        model = getattr(shared.schemas, name)
+        if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
+            shape[name] = [
+                [field, str(info.annotation), info.is_required(), repr(info.default),
+                 repr(info.metadata)]
+                for field, info in model.model_fields.items()
+            ]  # fmt: skip
+        elif isinstance(model, type) and issubclass(model, enum.Enum):
+            shape[name] = [member.value for member in model]
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+
+
+WIRE_DIGESTS = {1: "73685c8345be259bd21cd4e5d730afd62c0492d70daaa465efb1569ff678f57d"}
+"""What each PROTOCOL_VERSION's schemas look like; a new version adds its digest."""
+
+
+def test_wire_schemas_are_those_of_the_protocol_version() -> None:
+    assert wire_digest() == WIRE_DIGESTS[shared.schemas.PROTOCOL_VERSION], (
+        "a wire schema changed: bump PROTOCOL_VERSION in shared/schemas/base.py and record "
+        f"WIRE_DIGESTS[{shared.schemas.PROTOCOL_VERSION + 1}] = {wire_digest()!r} here"
+    )

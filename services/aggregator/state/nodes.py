@@ -7,8 +7,9 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from services.aggregator.state.models import Node, RevokedCertificate
+from shared.errors import ConflictError
 from shared.identity import Identity
-from shared.schemas import Announcement
+from shared.schemas import PROTOCOL_VERSION, Announcement
 
 TOUCH_INTERVAL = timedelta(seconds=10)
 """last_seen is refreshed at most this often, so polls stay read-only (no fsync each)."""
@@ -26,6 +27,12 @@ def touch(session: Session, identity: Identity, now: datetime) -> Node:
 
 
 def announce(session: Session, identity: Identity, body: Announcement, now: datetime) -> Node:
+    """Record what a node says about itself; refuse a node on another wire protocol."""
+    if body.protocol != PROTOCOL_VERSION:
+        raise ConflictError(
+            f"node {identity.name} speaks wire protocol {body.protocol}, this aggregator "
+            f"{PROTOCOL_VERSION}: run the same fedseg release on the aggregator and every node"
+        )
     node = touch(session, identity, now)
     node.last_seen = now
     node.software_version = body.software_version

@@ -43,6 +43,6 @@ class Case:
         """Flat indices of the voxels inside any tumour region (WT contains TC and ET).
 
         Computed on first use and kept: training draws tumour-centred crops from it every
-        round, and forked batch workers share it with the training process.
+        round, and the batch worker threads read it.
         """
         return np.flatnonzero(self.label.any(axis=0))

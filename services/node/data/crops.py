@@ -29,8 +29,9 @@ INTENSITY_SCALE = 0.1
 """Image multiplied by 1 + U(-0.1, 0.1), as ``RandScaleIntensity(factors=0.1)`` in the reference."""
 INTENSITY_SHIFT = 0.1
 """U(-0.1, 0.1) added to the image, as ``RandShiftIntensity(offsets=0.1)`` in the reference."""
-PREFETCH_BATCHES = 2
-"""Batches per worker kept ready ahead of the training step."""
+READY_AHEAD = 1
+"""Finished batches kept waiting beyond the one per worker in progress: enough to hide a
+slow crop, few enough that pinned memory stays small (a 128^3 batch of 4 is ~240 MB)."""
 WORKER_THREAD_PREFIX = "fedseg-batches"
 
 Array = npt.NDArray[np.float32]
@@ -197,12 +198,12 @@ def crop_batches(
 ) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
     """Step-ordered batches; with ``workers > 0`` built ahead by that many worker threads.
 
-    The workers keep up to ``workers * PREFETCH_BATCHES`` batches ready. Threads rather
-    than processes: the work is numpy copies and arithmetic, which release the GIL, and a
-    thread shares the cases and hands its batch over without the copy through shared
-    memory that a worker process needs (measured in benchmarks.data_path). The output does
-    not depend on `workers`. Closing the generator cancels what is queued and waits for
-    the batches in progress.
+    At most ``workers + READY_AHEAD`` batches are queued or being built, besides the one
+    the caller holds. Threads rather than processes: the work is numpy copies and
+    arithmetic, which release the GIL, and a thread shares the cases and hands its batch
+    over without the copy through shared memory that a DataLoader worker process needs
+    (benchmarks.data_path measures both). The output does not depend on `workers`.
+    Closing the generator cancels what is queued and waits for the batches in progress.
     """
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
@@ -216,7 +217,7 @@ def crop_batches(
         queued = 0
         try:
             while ahead or queued < len(batches):
-                while queued < len(batches) and len(ahead) < workers * PREFETCH_BATCHES:
+                while queued < len(batches) and len(ahead) < workers + READY_AHEAD:
                     ahead.append(pool.submit(batches.__getitem__, queued))
                     queued += 1
                 yield ahead.popleft().result()

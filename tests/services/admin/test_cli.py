@@ -13,7 +13,7 @@ from services.admin.main import main
 from services.demo.processes import Kit, free_port, stop
 from shared import pki
 from shared.identity import Role
-from shared.schemas import Announcement, RunView
+from shared.schemas import PROTOCOL_VERSION, Announcement, RunView
 from tests.e2e.conftest import AggregatorProcess, start_aggregator
 
 Capture = pytest.CaptureFixture[str]
@@ -231,7 +231,11 @@ def test_wait_gives_up_after_its_timeout(aggregator: AggregatorProcess, capsys: 
 
 def test_nodes_lists_who_announced(aggregator: AggregatorProcess, capsys: Capture) -> None:
     announcement = Announcement(
-        software_version="fedseg test", device="cpu", num_train_cases=7, num_val_cases=2
+        protocol=PROTOCOL_VERSION,
+        software_version="fedseg test",
+        device="cpu",
+        num_train_cases=7,
+        num_val_cases=2,
     )
     with aggregator.client("site-3") as http:
         answer = http.post("/api/v1/nodes/announce", json=announcement.model_dump())

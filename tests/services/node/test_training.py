@@ -254,8 +254,10 @@ def test_data_workers_default_by_device_and_explicit_value() -> None:
     assert 0 <= cuda_default <= MAX_DEFAULT_WORKERS
     assert cuda_default == min(MAX_DEFAULT_WORKERS, len(os.sched_getaffinity(0)) - 1)
     assert data_workers(3, CPU) == 3
-    with pytest.raises(ConfigurationError, match="data workers must be >= 0, got -1"):
+    with pytest.raises(ConfigurationError, match="data workers must be between 0 and 64, got -1"):
         data_workers(-1, CPU)
+    with pytest.raises(ConfigurationError, match="between 0 and 64, got 65"):
+        data_workers(65, CPU)
 
 
 def test_validate_measures_hd95_only_when_asked() -> None:

@@ -320,3 +320,39 @@ def test_decline_is_recorded_once(
     )
     rounds = client_as("admin").get("/api/v1/rounds").json()
     assert rounds[0]["declined_nodes"] == ["site-2"]
+
+
+@pytest.mark.parametrize(
+    ("metrics", "field"),
+    [
+        ('{"train_loss": Infinity}', "metrics.train_loss"),
+        ('{"hd95_local": {"tc": 1, "wt": 2, "et": NaN, "mean": 1}}', "metrics.hd95_local.et"),
+        ('{"hd95_local": {"tc": 1, "wt": 2, "et": 3e9, "mean": 1}}', "metrics.hd95_local.et"),
+    ],
+)
+def test_non_finite_or_absurd_metrics_rejected_and_nothing_changes(
+    client_as: ClientAs,
+    federation: Federation,
+    started: dict[str, Task],
+    metrics: str,
+    field: str,
+) -> None:
+    """JSON has no Infinity or NaN: stored, they would read back as null and break every
+    round view that includes them."""
+    from shared.schemas import MANIFEST_KEY
+    from shared.tensors import to_bytes
+
+    task = started["site-1"]
+    before = _snapshot(federation)
+    manifest = (
+        f'{{"run_id": {task.run_id}, "round": {task.round}, "task_nonce": "{task.task_nonce}", '
+        f'"base_model": "{task.base_model}", "num_samples": 3, "metrics": {metrics}}}'
+    )
+    body = to_bytes(zero_delta(_base(federation, task)), {MANIFEST_KEY: manifest})
+    response = _put(client_as("site-1"), task, body)
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert detail.startswith("update manifest is invalid: 1 validation error for UpdateManifest")
+    assert f"\n{field}\n" in detail
+    assert _snapshot(federation) == before
+    assert client_as("admin").get("/api/v1/rounds").status_code == 200

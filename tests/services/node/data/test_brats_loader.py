@@ -130,6 +130,21 @@ def test_load_case_keeps_the_files_voxel_size_without_resampling(tmp_path: Path)
     assert resampled.image.shape[1] == 2 * SHAPE[0] - 1
 
 
+def test_spacing_follows_the_axes_after_reorientation(tmp_path: Path) -> None:
+    # File axes i, j, k (voxels of 2, 1 and 1.5 mm) run along y, z and x of the scanner.
+    permuted = np.array(
+        [[0.0, 0.0, 1.5, 0.0], [2.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0, 0, 0, 1]]
+    )
+    save(tmp_path / "case_a" / "case_a_seg.nii.gz", example_seg(), affine=permuted)
+    for name in MODALITIES:
+        save(tmp_path / "case_a" / f"case_a_{name}.nii.gz", np.ones(SHAPE, np.float32), permuted)
+
+    case = load_case(find_cases(tmp_path)[0], pixdim=None)
+
+    assert case.image.shape == (4, SHAPE[2], SHAPE[0], SHAPE[1])  # now x, y, z
+    assert case.spacing == (1.5, 2.0, 1.0)
+
+
 def test_case_refuses_a_spacing_that_is_not_three_positive_sizes() -> None:
     image, label = np.zeros((4, 2, 2, 2), np.float32), np.zeros((3, 2, 2, 2), np.float32)
     with pytest.raises(

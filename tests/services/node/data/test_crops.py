@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from services.node.data.cases import Case
 from services.node.data.crops import (
     WORKER_THREAD_PREFIX,
     Schedule,
+    _crop_start,
     augmented_crop,
     crop_batches,
     extract_window,
@@ -78,6 +80,40 @@ def test_foreground_crops_hit_the_tumour_about_half_the_time() -> None:
     # P(hit) = 0.5 (centred on tumour) + 0.5 * P(a uniform 8^3 crop meets the 4^3 cube),
     # which is about 0.5 + 0.5 * (11/25)^3 = 0.54; 400 draws give a s.d. of 0.025.
     assert 0.45 < hits / 400 < 0.66
+
+
+def reference_crop(
+    case: Case, size: tuple[int, int, int], rng: np.random.Generator
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The straightforward way, as train_local did before crops were written in place:
+    copy the window, flip the copies, then scale and shift. Same draws in the same order."""
+    start = _crop_start(rng, case.image.shape[1:], size, case.foreground)
+    image = extract_window(case.image, start, size)
+    label = extract_window(case.label, start, size)
+    for axis in (1, 2, 3):
+        if rng.random() < 0.5:
+            image, label = np.flip(image, axis), np.flip(label, axis)
+    scale = 1.0 + rng.uniform(-0.1, 0.1)
+    shift = rng.uniform(-0.1, 0.1)
+    return image * np.float32(scale) + np.float32(shift), label
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [((20, 20, 20), (8, 8, 8)), ((8, 20, 6), (16, 8, 8)), ((6, 6, 6), (16, 16, 16))],
+)
+def test_in_place_crop_equals_the_straightforward_one(
+    shape: tuple[int, int, int], size: tuple[int, int, int]
+) -> None:
+    rng = np.random.default_rng(5)
+    image = rng.standard_normal((4, *shape), dtype=np.float32)
+    label = (rng.random((3, *shape)) < 0.05).astype(np.float32)
+    case = Case("c", image, label)
+    for seed in range(200):  # covers every flip combination, padded and unpadded windows
+        fast = augmented_crop(case, size, np.random.default_rng(seed))
+        slow = reference_crop(case, size, np.random.default_rng(seed))
+        np.testing.assert_allclose(fast[0], slow[0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(fast[1], slow[1])
 
 
 def test_crop_larger_than_volume_is_centred_zero_padding() -> None:
