@@ -23,6 +23,8 @@ class NodeSettings(BaseSettings):
     data_dir: Path
     state_dir: Path = Path("var/node")
     device: str = "auto"
+    case_cache: bool = True
+    """Keep preprocessed cases in state_dir/cases, memory-mapped (see data/cache.py)."""
     data_workers: int | None = Field(default=None, ge=0, le=64)  # training.MAX_WORKERS
     """Threads that build training batches; None: 0 on CPU, up to 4 on CUDA."""
     val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)

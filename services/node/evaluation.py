@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from monai.inferers.utils import sliding_window_inference
 from monai.metrics.meandice import DiceMetric
@@ -98,8 +99,10 @@ def validate(
     try:
         with torch.inference_mode():
             for case in cases:
-                image = torch.from_numpy(case.image).unsqueeze(0).to(device)
-                label = torch.from_numpy(case.label).unsqueeze(0).to(device)
+                # Copies: a cached case is a read-only memory map, its label uint8.
+                image = torch.tensor(np.asarray(case.image), dtype=torch.float32)[None]
+                label = torch.tensor(np.asarray(case.label), dtype=torch.float32)[None]
+                image, label = image.to(device), label.to(device)
                 roi = window_size(roi_size, case.image.shape[1:], multiple)
                 with autocast_context(device):
                     logits = sliding_window_inference(

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from services.node.client import AggregatorClient
 from services.node.config import NodeSettings
-from services.node.data.layout import load_local_split
+from services.node.data.cache import CaseCache
+from services.node.data.layout import find_local_cases, load_local_split
 from services.node.ledger import PrivacyLedger
 from services.node.runner import LocalData, NodeRunner, PrivacyGuard
 from services.node.training import data_workers, select_device
@@ -48,8 +49,24 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
 
 
 def load_local_data(settings: NodeSettings) -> LocalData:
-    """The hospital's cases (BraTS folders or a Decathlon Task01 folder), split for validation."""
-    train, val = load_local_split(settings.data_dir, settings.val_fraction, settings.split_seed)
+    """The hospital's cases (BraTS folders or a Decathlon Task01 folder), split for validation.
+
+    With the case cache on, cases come from (and go to) ``state_dir/cases``, memory-mapped,
+    and entries of cases no longer in the data folder are deleted.
+    """
+    if not settings.case_cache:
+        train, val = load_local_split(settings.data_dir, settings.val_fraction, settings.split_seed)
+        return LocalData(train=train, val=val)
+    cache = CaseCache(settings.state_dir / "cases")
+    train, val = load_local_split(
+        settings.data_dir, settings.val_fraction, settings.split_seed, load=cache.load
+    )
+    sources = find_local_cases(settings.data_dir)
+    removed = cache.prune(cache.entry(source) for source in sources)
+    if removed:
+        log.info(
+            "case cache: removed %d entries of cases no longer in the data folder", len(removed)
+        )
     return LocalData(train=train, val=val)
 
 

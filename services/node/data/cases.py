@@ -18,7 +18,9 @@ class Case:
     """One patient, ready for training.
 
     image: float32 [4, D, H, W], channels in MODALITIES order, normalised per channel.
-    label: float32 [3, D, H, W], binary masks for TC, WT, ET (shared.model.REGIONS order).
+    label: [3, D, H, W], binary masks for TC, WT, ET (shared.model.REGIONS order); float32
+        as the loaders build it, uint8 as the case cache stores it. Either may be a read-only
+        memory map (services.node.data.cache): readers copy what they change.
     spacing: voxel size in mm along D, H, W (1 mm after the loaders' default resampling).
     """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
@@ -66,12 +67,17 @@ split_sources = split_cases
 
 
 def load_local_split(
-    root: Path, val_fraction: float, seed: int, pixdim: Pixdim | None = DEFAULT_PIXDIM
+    root: Path,
+    val_fraction: float,
+    seed: int,
+    pixdim: Pixdim | None = DEFAULT_PIXDIM,
+    load: Callable[[CaseSource, Pixdim | None], Case] = load_source,
 ) -> tuple[list[Case], list[Case]]:
     """A node's data: the (train, validation) cases of `root`, loaded and preprocessed.
 
-    Detects the layout, splits by case id (split_sources) and loads every case (load_source).
-    Every case must have a label map; DataError names the first file that cannot be used.
+    Detects the layout, splits by case id (split_sources) and loads every case with `load`
+    (load_source, or a CaseCache's load). Every case must have a label map; DataError names
+    the first file that cannot be used.
     """
     train, val = split_sources(find_local_cases(root), val_fraction, seed)
-    return [load_source(s, pixdim) for s in train], [load_source(s, pixdim) for s in val]
+    return [load(s, pixdim) for s in train], [load(s, pixdim) for s in val]
