@@ -18,6 +18,8 @@ def test_small_run_prints_each_setting(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert out.startswith("2 cases (24, 24, 20), 3 batches of one (16, 16, 16) crop each\n")
     assert re.search(r"MONAI reference transforms, in process: +[0-9.]+ batches/s", out)
+    for workers in (0, 2):
+        assert re.search(rf"memory-mapped cases, {workers} worker\(s\): +[0-9.]+ batches/s", out)
     for workers in (1, 2):
         assert re.search(rf"DataLoader, {workers} worker process\(es\): +[0-9.]+ batches/s", out)
     for workers in (0, 1, 2):
