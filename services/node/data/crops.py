@@ -53,14 +53,6 @@ def _window(
     return tuple(src), tuple(dst), padded
 
 
-def extract_window(volume: Array, start: Sequence[int], size: Sequence[int]) -> Array:
-    """Copy [C, *size] from `volume` [C, D, H, W] at `start`; parts outside the volume are 0."""
-    out = np.zeros((volume.shape[0], *size), dtype=np.float32)
-    src, dst, _ = _window(start, size, volume.shape[1:])
-    out[dst] = volume[src]
-    return out
-
-
 def _crop_start(
     rng: np.random.Generator, shape: Sequence[int], size: Crop, tumour: npt.NDArray[np.intp]
 ) -> list[int]:

@@ -14,7 +14,7 @@ from services.node.client import AggregatorClient
 from services.node.data.brats import find_cases, load_cases
 from services.node.data.synthetic_sites import write_site
 from services.node.runner import LocalData, NodeRunner
-from shared.schemas import TaskPoll, TrainingPlan
+from shared.schemas import RunCreate, Task, TaskPoll, TrainingPlan
 from shared.tensors import read_manifest
 from tests.services.aggregator.support import tiny_run
 
@@ -30,6 +30,16 @@ def local_data(tmp_path_factory: pytest.TempPathFactory) -> LocalData:
     return LocalData(train=cases[:2], val=cases[2:])
 
 
+def _first_task(client_as: ClientAs, run: RunCreate | None = None) -> tuple[TestClient, Task]:
+    """Create `run` (a tiny one by default) and take site-1's round-1 task."""
+    request = tiny_run() if run is None else run
+    client_as("admin").post("/api/v1/runs", json=request.model_dump(mode="json"))
+    http = client_as("site-1")
+    task = TaskPoll.model_validate(http.get("/api/v1/tasks/next").json()).task
+    assert task is not None
+    return http, task
+
+
 def _runner(http: TestClient, data: LocalData, state: Path) -> NodeRunner:
     client = AggregatorClient(http, max_attempts=1)
     return NodeRunner(client, data, state, torch.device("cpu"), "site-1")
@@ -43,10 +53,7 @@ def test_node_trains_and_its_update_is_accepted(
     tmp_path: Path,
     database_url: str,
 ) -> None:
-    client_as("admin").post("/api/v1/runs", json=tiny_run().model_dump(mode="json"))
-    http = client_as("site-1")
-    task = TaskPoll.model_validate(http.get("/api/v1/tasks/next").json()).task
-    assert task is not None
+    http, task = _first_task(client_as)
     _runner(http, local_data, tmp_path).handle(task)
     (first, *_) = federation.list_rounds()
     assert first.reported_nodes == ["site-1"]
@@ -67,10 +74,7 @@ def test_a_plan_asking_for_hd95_gets_it_in_the_metrics_and_the_round_view(
     database_url: str,
 ) -> None:
     run = tiny_run(plan=TrainingPlan(max_steps=1, crop_size=(8, 8, 8), hd95=True))
-    client_as("admin").post("/api/v1/runs", json=run.model_dump(mode="json"))
-    http = client_as("site-1")
-    task = TaskPoll.model_validate(http.get("/api/v1/tasks/next").json()).task
-    assert task is not None
+    http, task = _first_task(client_as, run)
     assert task.plan.hd95
     _runner(http, local_data, tmp_path).handle(task)
     (first, *_) = federation.list_rounds()
@@ -92,10 +96,7 @@ def test_restarted_node_resends_its_pending_update_without_retraining(
     tmp_path: Path,
     database_url: str,
 ) -> None:
-    client_as("admin").post("/api/v1/runs", json=tiny_run().model_dump(mode="json"))
-    http = client_as("site-1")
-    task = TaskPoll.model_validate(http.get("/api/v1/tasks/next").json()).task
-    assert task is not None
+    http, task = _first_task(client_as)
     runner = _runner(http, local_data, tmp_path)
     runner.handle(task)
     accepted = federation.list_rounds()[0].updates[0].sha256

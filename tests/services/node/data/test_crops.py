@@ -14,9 +14,9 @@ from services.node.data.crops import (
     WORKER_THREAD_PREFIX,
     Schedule,
     _crop_start,
+    _window,
     augmented_crop,
     crop_batches,
-    extract_window,
     steps_per_epoch,
 )
 from shared.schemas import TrainingPlan
@@ -34,6 +34,16 @@ def cube_case(case_id: str, size: int = 20, seed: int = 0) -> Case:
     x, y, z = (int(v) for v in rng.integers(0, size - 4, size=3))
     label[:, x : x + 4, y : y + 4, z : z + 4] = 1.0
     return Case(case_id, image, label)
+
+
+def extract_window(
+    volume: npt.NDArray[np.float32], start: tuple[int, ...], size: tuple[int, ...]
+) -> npt.NDArray[np.float32]:
+    """Copy [C, *size] from `volume` [C, D, H, W] at `start`; parts outside it are 0."""
+    out = np.zeros((volume.shape[0], *size), dtype=np.float32)
+    src, dst, _ = _window(start, size, volume.shape[1:])
+    out[dst] = volume[src]
+    return out
 
 
 def test_extract_window_pads_outside_volume_with_zeros() -> None:
