@@ -86,5 +86,9 @@ class DuplicateUpdateError(ConflictError):
     """A different update was already accepted for this (round, node)."""
 
 
+class ProtocolMismatchError(FedsegError):
+    """The aggregator and this node speak different wire protocols: retrying cannot help."""
+
+
 class TransportError(FedsegError):
     """The node cannot reach the aggregator or cannot understand its answer."""

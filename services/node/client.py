@@ -16,6 +16,8 @@ from pydantic import BaseModel
 from shared import errors
 from shared.schemas import (
     API_PREFIX,
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
     Announcement,
     Decline,
     EvaluationReport,
@@ -52,6 +54,8 @@ def raise_for_answer(response: httpx.Response) -> None:
             kind = errors.StaleModelError
         elif "already has a different update" in detail:
             kind = errors.DuplicateUpdateError
+        elif "speaks wire protocol" in detail:
+            kind = errors.ProtocolMismatchError
         elif "is closed" in detail or "is aggregating" in detail or "is failed" in detail:
             kind = errors.RoundNotOpenError
     raise kind(f"aggregator answered {response.status_code}: {detail}")
@@ -72,6 +76,7 @@ class AggregatorClient:
         max_attempts: int | None = None,
     ) -> None:
         self.http = http
+        self.http.headers[PROTOCOL_HEADER] = str(PROTOCOL_VERSION)
         self.max_backoff_s = max_backoff_s
         self.sleep = sleep
         self.max_attempts = max_attempts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,12 +16,13 @@ from pydantic import ValidationError
 
 from services.node.client import AggregatorClient
 from services.node.config import NodeSettings
-from services.node.data.cache import CaseCache
-from services.node.data.layout import find_local_cases, load_local_split
+from services.node.data.cache import CACHE_FOLDER, CaseCache
+from services.node.data.layout import load_local_split
 from services.node.ledger import PrivacyLedger
 from services.node.runner import LocalData, NodeRunner, PrivacyGuard
+from services.node.state_lock import StateLock
 from services.node.training import data_workers, select_device
-from shared.errors import ConflictError, FedsegError
+from shared.errors import FedsegError, ProtocolMismatchError
 from shared.identity import identity_from_certificate
 from shared.pki import load_certificate
 from shared.schemas import PROTOCOL_VERSION, Announcement
@@ -52,21 +54,23 @@ def load_local_data(settings: NodeSettings) -> LocalData:
     """The hospital's cases (BraTS folders or a Decathlon Task01 folder), split for validation.
 
     With the case cache on, cases come from (and go to) ``state_dir/cases``, memory-mapped,
-    and entries of cases no longer in the data folder are deleted.
+    and entries of cases no longer in the data folder are deleted. With it off, a cache left
+    by an earlier start is deleted: preprocessed patient images are not kept unasked.
     """
+    folder = settings.state_dir / CACHE_FOLDER
     if not settings.case_cache:
         train, val = load_local_split(settings.data_dir, settings.val_fraction, settings.split_seed)
+        if folder.exists():
+            shutil.rmtree(folder)
+            log.info("case cache: off, so %s was deleted", folder)
         return LocalData(train=train, val=val)
-    cache = CaseCache(settings.state_dir / "cases")
+    cache = CaseCache(folder)
     train, val = load_local_split(
         settings.data_dir, settings.val_fraction, settings.split_seed, load=cache.load
     )
-    sources = find_local_cases(settings.data_dir)
-    removed = cache.prune(cache.entry(source) for source in sources)
+    removed = cache.prune()
     if removed:
-        log.info(
-            "case cache: removed %d entries of cases no longer in the data folder", len(removed)
-        )
+        log.info("case cache: removed %d entries of cases no longer present", len(removed))
     return LocalData(train=train, val=val)
 
 
@@ -84,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         me = identity_from_certificate(load_certificate(settings.tls_cert))
         device = select_device(settings.device)
         workers = data_workers(settings.data_workers, device)
+        _state_lock = StateLock(settings.state_dir)  # held until the process ends
         data = load_local_data(settings)
         context = client_ssl_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
     except FedsegError as exc:
@@ -107,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         try:
             client.announce(announcement)
-        except ConflictError as exc:  # another wire protocol: retrying cannot help
+        except FedsegError as exc:  # refused (another protocol, a bad certificate) or unreachable
             print(f"fedseg-node: cannot start: {exc}", file=sys.stderr)
             return 2
         guard = PrivacyGuard(
@@ -122,7 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             client, data, settings.state_dir, device, me.name, guard, workers=workers
         )
         log.info("node %s on %s polling %s", me.name, platform.node(), settings.aggregator_url)
-        return runner.run(settings.poll_wait_s, settings.exit_when_done)
+        try:
+            return runner.run(settings.poll_wait_s, settings.exit_when_done)
+        except ProtocolMismatchError as exc:  # the aggregator was upgraded under this node
+            print(f"fedseg-node: stopped: {exc}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from shared.schemas.base import (
     API_PREFIX,
     MANIFEST_KEY,
+    PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     SHA256_PATTERN,
     NodeName,
@@ -32,6 +33,7 @@ from shared.schemas.views import ErrorBody, Health, NodeUpdateView, NodeView, Ro
 __all__ = [
     "API_PREFIX",
     "MANIFEST_KEY",
+    "PROTOCOL_HEADER",
     "PROTOCOL_VERSION",
     "SHA256_PATTERN",
     "Announcement",

@@ -10,9 +10,12 @@ from shared.identity import NAME_PATTERN
 
 PROTOCOL_VERSION = 1
 """The version of these wire schemas. Schemas forbid unknown fields, so an aggregator and a
-node on different versions would misread each other; a node announces its version and the
-aggregator refuses a different one by name. Bump it with every change to a wire schema
+node on different versions would misread each other; a node sends its version with every
+request (PROTOCOL_HEADER) and in its announcement, and the aggregator refuses a different
+one by name. Bump it with every change to a wire schema
 (tests/shared/test_schemas.py records what each version looks like)."""
+PROTOCOL_HEADER = "x-fedseg-protocol"
+"""Every request of a node carries its PROTOCOL_VERSION in this header."""
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 API_PREFIX = "/api/v1"
 MANIFEST_KEY = "fedseg.manifest"

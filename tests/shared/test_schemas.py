@@ -14,6 +14,7 @@ import shared.schemas
 PUBLIC_NAMES = [
     "API_PREFIX",
     "MANIFEST_KEY",
+    "PROTOCOL_HEADER",
     "PROTOCOL_VERSION",
     "SHA256_PATTERN",
     "Announcement",
@@ -70,23 +71,34 @@ def test_no_schema_accepts_a_non_finite_number(number: str) -> None:
         )
 
 
+def _without_prose(schema: object) -> object:
+    """A JSON schema without titles and descriptions: docs may change, the wire may not."""
+    if isinstance(schema, dict):
+        return {
+            key: _without_prose(value)
+            for key, value in schema.items()
+            if key not in ("title", "description")
+        }
+    if isinstance(schema, list):
+        return [_without_prose(value) for value in schema]
+    return schema
+
+
 def wire_digest() -> str:
-    """Every field of every wire schema: name, type, required or default, constraints."""
-    shape = {}
+    """Every wire schema's JSON schema (types, constraints, defaults, required fields) and
+    model configuration (extra fields, finite numbers), and every enum's values."""
+    shape: dict[str, object] = {}
     for name in sorted(shared.schemas.__all__):
         model = getattr(shared.schemas, name)
         if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
-            shape[name] = [
-                [field, str(info.annotation), info.is_required(), repr(info.default),
-                 repr(info.metadata)]
-                for field, info in model.model_fields.items()
-            ]  # fmt: skip
+            config = {key: repr(value) for key, value in sorted(model.model_config.items())}
+            shape[name] = [_without_prose(model.model_json_schema()), config]
         elif isinstance(model, type) and issubclass(model, enum.Enum):
             shape[name] = [member.value for member in model]
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
 
 
-WIRE_DIGESTS = {1: "73685c8345be259bd21cd4e5d730afd62c0492d70daaa465efb1569ff678f57d"}
+WIRE_DIGESTS = {1: "3f3d7c820abf902a03af17a8e0dbcc006965b1b3e6269a036eb9d8c3de820594"}
 """What each PROTOCOL_VERSION's schemas look like; a new version adds its digest."""
 
 

@@ -11,8 +11,10 @@ from fastapi import Depends, HTTPException, Request, status
 from services.aggregator.core.config import AggregatorSettings
 from services.aggregator.core.notify import Signal
 from services.aggregator.federation import Federation
-from shared.errors import PKIError
+from services.aggregator.state.nodes import check_protocol
+from shared.errors import ConflictError, PKIError
 from shared.identity import Identity, Role, identity_from_der
+from shared.schemas import PROTOCOL_HEADER
 
 
 def get_federation(request: Request) -> Federation:
@@ -75,5 +77,27 @@ def _require(role: Role, action: str) -> object:
     return check
 
 
-CurrentNode = Annotated[Identity, Depends(_require(Role.NODE, "this endpoint"))]
+def current_node(
+    request: Request,
+    identity: Annotated[Identity, Depends(_require(Role.NODE, "this endpoint"))],
+) -> Identity:
+    """A node's identity, once its PROTOCOL_HEADER (when sent) matches this aggregator's.
+
+    fedseg nodes send the header on every request, so a node of another release is refused
+    by name at its first poll, before it trains or spends privacy budget.
+    """
+    sent = request.headers.get(PROTOCOL_HEADER)
+    if sent is not None:
+        try:
+            check_protocol(identity.name, int(sent))
+        except ValueError:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, f"{PROTOCOL_HEADER} must be an integer, got {sent!r}"
+            ) from None
+        except ConflictError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return identity
+
+
+CurrentNode = Annotated[Identity, Depends(current_node)]
 AdminNode = Annotated[Identity, Depends(_require(Role.ADMIN, "this endpoint"))]

@@ -26,13 +26,18 @@ def touch(session: Session, identity: Identity, now: datetime) -> Node:
     return node
 
 
-def announce(session: Session, identity: Identity, body: Announcement, now: datetime) -> Node:
-    """Record what a node says about itself; refuse a node on another wire protocol."""
-    if body.protocol != PROTOCOL_VERSION:
+def check_protocol(name: str, protocol: int) -> None:
+    """Raise ConflictError naming both versions unless `protocol` is PROTOCOL_VERSION."""
+    if protocol != PROTOCOL_VERSION:
         raise ConflictError(
-            f"node {identity.name} speaks wire protocol {body.protocol}, this aggregator "
+            f"node {name} speaks wire protocol {protocol}, this aggregator "
             f"{PROTOCOL_VERSION}: run the same fedseg release on the aggregator and every node"
         )
+
+
+def announce(session: Session, identity: Identity, body: Announcement, now: datetime) -> Node:
+    """Record what a node says about itself; refuse a node on another wire protocol."""
+    check_protocol(identity.name, body.protocol)
     node = touch(session, identity, now)
     node.last_seen = now
     node.software_version = body.software_version

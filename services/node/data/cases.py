@@ -26,7 +26,7 @@ class Case:
 
     case_id: str
     image: npt.NDArray[np.float32]
-    label: npt.NDArray[np.float32]
+    label: npt.NDArray[np.float32] | npt.NDArray[np.uint8]
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:

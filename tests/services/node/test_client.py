@@ -7,7 +7,7 @@ import pytest
 
 from services.node.client import AggregatorClient
 from shared import errors
-from shared.schemas import TaskPoll
+from shared.schemas import PROTOCOL_HEADER, PROTOCOL_VERSION, TaskPoll
 
 
 def _client(handler: httpx.MockTransport, sleeps: list[float], **kw: object) -> AggregatorClient:
@@ -97,3 +97,21 @@ def test_download_verifies_hash_and_caches(tmp_path: object) -> None:
     assert calls == [f"/api/v1/models/{sha}"]
     with pytest.raises(errors.TransportError, match="does not hash to"):
         client.download_model("0" * 64, tmp_path)
+
+
+def test_every_request_names_the_protocol_and_a_mismatch_is_fatal() -> None:
+    seen: list[str | None] = []
+    detail = (
+        "node site-1 speaks wire protocol 1, this aggregator 2: run the same fedseg release "
+        "on the aggregator and every node"
+    )
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get(PROTOCOL_HEADER))
+        return httpx.Response(409, json={"detail": detail})
+
+    sleeps: list[float] = []
+    with pytest.raises(errors.ProtocolMismatchError, match="speaks wire protocol 1"):
+        _client(httpx.MockTransport(handle), sleeps).poll(0)
+    assert seen == [str(PROTOCOL_VERSION)]  # sent, and not retried
+    assert sleeps == []

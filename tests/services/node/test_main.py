@@ -46,9 +46,13 @@ def test_cases_come_through_the_cache_and_removed_cases_leave_it(
     assert len(list((tmp_path / "state" / "cases").iterdir())) == 2
 
 
-def test_without_the_cache_cases_stay_in_memory(pki_dir: Path, tmp_path: Path) -> None:
+def test_without_the_cache_cases_stay_in_memory_and_an_old_cache_is_deleted(
+    pki_dir: Path, tmp_path: Path
+) -> None:
     data = tmp_path / "data"
     write_site(data, 1, 3, (24, 24, 24), seed=1)
+    load_local_data(_settings(pki_dir, data, tmp_path / "state"))
+    assert (tmp_path / "state" / "cases").is_dir()
     loaded = load_local_data(_settings(pki_dir, data, tmp_path / "state", case_cache=False))
     assert not any(isinstance(case.image, np.memmap) for case in loaded.train)
-    assert not (tmp_path / "state" / "cases").exists()
+    assert not (tmp_path / "state" / "cases").exists()  # no patient images kept unasked

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from starlette.testclient import TestClient
 
-from shared.schemas import PROTOCOL_VERSION, Announcement, NodeView
+from shared.schemas import PROTOCOL_HEADER, PROTOCOL_VERSION, Announcement, NodeView
 
 ClientAs = Callable[..., TestClient]
 
@@ -52,3 +52,20 @@ def test_an_announcement_without_a_protocol_is_refused(client_as: ClientAs) -> N
     answer = client_as("site-1").post("/api/v1/nodes/announce", json=body)
     assert answer.status_code == 422
     assert "protocol" in str(answer.json()["detail"])
+
+
+def test_a_node_request_with_another_protocol_header_is_refused_before_any_work(
+    client_as: ClientAs,
+) -> None:
+    node = client_as("site-1")
+    other = str(PROTOCOL_VERSION + 1)
+    refused = node.get("/api/v1/tasks/next", params={"wait": 0}, headers={PROTOCOL_HEADER: other})
+    assert refused.status_code == 409
+    assert refused.json()["detail"].startswith(f"node site-1 speaks wire protocol {other}, ")
+    garbled = node.get("/api/v1/tasks/next", params={"wait": 0}, headers={PROTOCOL_HEADER: "x"})
+    assert garbled.status_code == 400
+    assert garbled.json() == {"detail": "x-fedseg-protocol must be an integer, got 'x'"}
+    same = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
+    assert node.get("/api/v1/tasks/next", params={"wait": 0}, headers=same).status_code == 200
+    # Status queries (an operator's curl, the admin CLI) need no header.
+    assert client_as("admin").get("/api/v1/rounds").status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,8 @@ def test_first_load_writes_then_later_loads_map_the_same_case(site: Path, tmp_pa
     entry = cache.entry(source)
     assert sorted(p.name for p in entry.iterdir()) == [META, "image.npy", "label.npy"]
     assert stat.S_IMODE(cache.root.stat().st_mode) == 0o700  # patient images
+    for path in entry.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     again = cache.load(source)
 
     for case in (first, again):
@@ -90,6 +93,32 @@ def test_a_changed_scan_gets_a_new_entry_and_prune_removes_the_old(
     )
 
 
+def test_a_scan_rewritten_in_place_with_its_old_size_and_time_gets_a_new_entry(
+    site: Path, tmp_path: Path
+) -> None:
+    cache = CaseCache(tmp_path / "cache")
+    source = find_local_cases(site)[0]
+    cache.load(source)
+    old = cache.entry(source)
+    label_file = source.label
+    assert label_file is not None
+    times = label_file.stat()
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    label_file.write_bytes(label_file.read_bytes())  # rewritten in place, same size
+    os.utime(label_file, ns=(times.st_atime_ns, times.st_mtime_ns))  # as `cp -p` would
+    assert (label_file.stat().st_size, label_file.stat().st_mtime_ns) == (
+        times.st_size,
+        times.st_mtime_ns,
+    )
+
+    rewritten = find_local_cases(site)[0]
+
+    assert cache.entry(rewritten) != old
+    restarted = CaseCache(cache.root)
+    restarted.load(rewritten)
+    assert restarted.prune() == [old]
+
+
 def test_an_interrupted_write_is_redone_and_its_leftovers_pruned(
     site: Path, tmp_path: Path
 ) -> None:
@@ -107,16 +136,20 @@ def test_an_interrupted_write_is_redone_and_its_leftovers_pruned(
     assert cache.prune([entry]) == [leftover]
 
 
-@pytest.mark.parametrize("damage", ["pickled", "truncated", "wrong shape", "bad meta"])
-def test_a_damaged_entry_is_never_unpickled_and_is_written_again(
+@pytest.mark.parametrize(
+    "damage", ["object array", "float label", "truncated", "wrong shape", "bad meta"]
+)
+def test_a_damaged_entry_is_written_again(
     site: Path, tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = CaseCache(tmp_path / "cache")
     source = find_local_cases(site)[0]
     cache.load(source)
     entry = cache.entry(source)
-    if damage == "pickled":
+    if damage == "object array":
         np.save(entry / "label.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    elif damage == "float label":
+        np.save(entry / "label.npy", np.load(entry / "label.npy").astype(np.float64))
     elif damage == "truncated":
         data = (entry / "image.npy").read_bytes()
         (entry / "image.npy").write_bytes(data[: len(data) // 2])
