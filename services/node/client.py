@@ -104,16 +104,20 @@ class AggregatorClient:
     def _json(self, model: type[T], response: httpx.Response) -> T:
         return model.model_validate_json(response.content)
 
-    def announce(self, body: Announcement) -> NodeView:
+    def _post_json(self, path: str, body: BaseModel, what: str, answer: type[T]) -> T:
+        """POST `body` as JSON to ``API_PREFIX + path`` (with retries); parse the answer."""
         response = self._send(
             lambda: self.http.post(
-                f"{API_PREFIX}/nodes/announce",
+                f"{API_PREFIX}{path}",
                 content=body.model_dump_json(),
                 headers={"content-type": "application/json"},
             ),
-            "announce",
+            what,
         )
-        return self._json(NodeView, response)
+        return self._json(answer, response)
+
+    def announce(self, body: Announcement) -> NodeView:
+        return self._post_json("/nodes/announce", body, "announce", NodeView)
 
     def poll(self, wait_s: float) -> TaskPoll:
         response = self._send(
@@ -155,23 +159,10 @@ class AggregatorClient:
         return self._json(UpdateReceipt, response)
 
     def decline(self, body: Decline) -> UpdateReceipt:
-        response = self._send(
-            lambda: self.http.post(
-                f"{API_PREFIX}/runs/{body.run_id}/rounds/{body.round}/decline",
-                content=body.model_dump_json(),
-                headers={"content-type": "application/json"},
-            ),
-            f"declining round {body.round}",
-        )
-        return self._json(UpdateReceipt, response)
+        path = f"/runs/{body.run_id}/rounds/{body.round}/decline"
+        return self._post_json(path, body, f"declining round {body.round}", UpdateReceipt)
 
     def report_evaluation(self, report: EvaluationReport) -> UpdateReceipt:
-        response = self._send(
-            lambda: self.http.post(
-                f"{API_PREFIX}/runs/{report.run_id}/rounds/{report.round}/evaluation",
-                content=report.model_dump_json(),
-                headers={"content-type": "application/json"},
-            ),
-            f"reporting the evaluation of round {report.round}",
-        )
-        return self._json(UpdateReceipt, response)
+        path = f"/runs/{report.run_id}/rounds/{report.round}/evaluation"
+        what = f"reporting the evaluation of round {report.round}"
+        return self._post_json(path, report, what, UpdateReceipt)
