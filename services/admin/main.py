@@ -12,7 +12,7 @@ from services.admin.client import AdminClient, AdminError
 from services.admin.config import AdminSettings, load_settings
 from shared.cli import Parser, UsageError
 from shared.errors import ConfigurationError, PKIError
-from shared.schemas import DeadlinePolicy, Mechanism
+from shared.schemas import DeadlinePolicy, Mechanism, MetricsRelease
 
 PROG = "fedseg-admin"
 Command = Callable[[AdminClient, argparse.Namespace, AdminSettings], int]
@@ -121,9 +121,21 @@ def _run_options(sub: argparse.ArgumentParser) -> None:
     privacy.add_argument("--clip", type=float, help="partial, svt: clip to +-gamma")
     privacy.add_argument("--epsilon", type=float, help="svt: epsilon per round")
     privacy.add_argument("--threshold", type=float, help="svt: threshold tau")
-    privacy.add_argument("--noise-multiplier", type=float, help="gaussian: sigma")
-    privacy.add_argument("--l2-clip", type=float, help="gaussian: L2 clip S")
-    privacy.add_argument("--delta", type=float, help="gaussian: delta")
+    privacy.add_argument("--noise-multiplier", type=float, help="gaussian, dpsgd: sigma")
+    privacy.add_argument(
+        "--l2-clip", type=float, help="gaussian: L2 clip S; dpsgd: per-patient clip C"
+    )
+    privacy.add_argument("--delta", type=float, help="gaussian, dpsgd: delta")
+    privacy.add_argument("--sample-rate", type=float, help="dpsgd: patient sampling rate q")
+    privacy.add_argument(
+        "--target-epsilon", type=float, help="dpsgd: whole-run epsilon (sigma is derived)"
+    )
+    privacy.add_argument(
+        "--metrics",
+        choices=[m.value for m in MetricsRelease],
+        help="how reported numbers leave nodes (default: exact without DP, withheld with DP)",
+    )
+    privacy.add_argument("--metrics-epsilon", type=float, help="metrics laplace: epsilon")
     privacy.add_argument("--exclude", nargs="+", metavar="NAME", help="tensors never sent")
 
 

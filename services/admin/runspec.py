@@ -64,6 +64,10 @@ def run_request(args: argparse.Namespace) -> RunCreate:
             "noise_multiplier": args.noise_multiplier,
             "l2_clip": args.l2_clip,
             "delta": args.delta,
+            "sample_rate": args.sample_rate,
+            "target_epsilon": args.target_epsilon,
+            "metrics": args.metrics,
+            "metrics_epsilon": args.metrics_epsilon,
             "exclude": args.exclude,
         },
     }

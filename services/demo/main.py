@@ -21,10 +21,12 @@ from services.demo.processes import (
     stop,
     wait_healthy,
 )
+from services.demo.holdout import HOLDOUT_FOLDER, score_model, write_holdout
 from services.demo.table import final_dice, final_hd95, format_hd95, privacy_table, round_table
 from services.node.data.synthetic_sites import uneven_site_sizes, write_site
 from shared.model import ModelConfig
 from shared.pki import bootstrap
+from shared.privacy.mechanisms import mechanism_for, reported_numbers
 from shared.schemas import (
     API_PREFIX,
     Mechanism,
@@ -62,6 +64,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--epsilon", type=float, default=None, help="svt: epsilon per round")
     p.add_argument("--noise-multiplier", type=float, default=0.5, help="gaussian: sigma")
     p.add_argument("--l2-clip", type=float, default=0.05, help="gaussian: L2 clip S")
+    p.add_argument("--sample-rate", type=float, default=0.5, help="dpsgd: patient rate q")
+    p.add_argument("--patient-clip", type=float, default=1.0, help="dpsgd: L2 clip C")
+    p.add_argument(
+        "--target-epsilon", type=float, default=8.0, help="dpsgd: whole-run epsilon per node"
+    )
+    p.add_argument(
+        "--holdout", type=int, default=3, help="held-out consortium cases scoring the model"
+    )
     p.add_argument(
         "--budget",
         action="append",
@@ -110,20 +120,18 @@ def privacy_policy(args: argparse.Namespace) -> PrivacyPolicy:
         return PrivacyPolicy(
             mechanism=mechanism, noise_multiplier=args.noise_multiplier, l2_clip=args.l2_clip
         )
+    if mechanism == Mechanism.DPSGD:
+        return PrivacyPolicy(
+            mechanism=mechanism,
+            sample_rate=args.sample_rate,
+            l2_clip=args.patient_clip,
+            target_epsilon=args.target_epsilon,
+        )
     return PrivacyPolicy()
 
 
 def describe(policy: PrivacyPolicy) -> str:
-    if policy.mechanism == Mechanism.SVT:
-        return (
-            f"SVT, fraction {policy.fraction:g}, clip {policy.clip:g}, "
-            f"epsilon {policy.epsilon:g} per round"
-        )
-    if policy.mechanism == Mechanism.PARTIAL:
-        return f"partial sharing of fraction {policy.fraction:g} (not differential privacy)"
-    if policy.mechanism == Mechanism.GAUSSIAN:
-        return f"Gaussian, sigma {policy.noise_multiplier:g}, L2 clip {policy.l2_clip:g}"
-    return "none (updates sent unprotected)"
+    return mechanism_for(policy.mechanism).describe(policy)
 
 
 def prepare(args: argparse.Namespace, names: list[str]) -> None:
@@ -135,6 +143,9 @@ def prepare(args: argparse.Namespace, names: list[str]) -> None:
     for index, (name, size) in enumerate(zip(names, sizes, strict=True), start=1):
         print(f"[setup] {name}: {size} synthetic BraTS-layout cases of {args.volume}^3")
         write_site(args.workdir / "data" / name, index, size, shape, args.seed)
+    if args.holdout:
+        print(f"[setup] consortium: {args.holdout} held-out cases that no node trains on")
+        write_holdout(args.workdir / "data", len(names) + 1, args.holdout, args.volume, args.seed)
 
 
 def watch(admin_http: httpx.Client, run: RunView, deadline: float) -> list[RoundView]:
@@ -227,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for process in nodes:
             process.wait(60)
         report(args, rounds, final)
+        if args.holdout:
+            report_holdout(args, admin, final)
         if args.serve:
             serve_until_interrupted(pki, url)
     finally:
@@ -259,6 +272,8 @@ def report(args: argparse.Namespace, rounds: list[RoundView], final: RunView) ->
             f"\nfinal global model, mean over nodes' validation splits: TC {dice.tc:.3f}  "
             f"WT {dice.wt:.3f}  ET {dice.et:.3f}  mean {dice.mean:.3f}"
         )
+    else:
+        print(f"\nnodes report no Dice: {reported_numbers(final.privacy).value} under this policy")
     hd95 = final_hd95(rounds)
     if hd95 is not None:
         print(f"HD95 of the final global model: {format_hd95(hd95)}")
@@ -266,6 +281,25 @@ def report(args: argparse.Namespace, rounds: list[RoundView], final: RunView) ->
     print(privacy_table(rounds))
     print(f"run {final.id}: {final.state}{f' ({final.detail})' if final.detail else ''}")
     print(f"logs: {args.workdir / 'logs'}")
+
+
+def report_holdout(args: argparse.Namespace, admin: httpx.Client, final: RunView) -> None:
+    """The final global model scored by the consortium on its held-out cases."""
+    validation, cases = score_model(
+        admin,
+        final.global_model,
+        final.model,
+        args.workdir / "data" / HOLDOUT_FOLDER,
+        args.crop,
+        hd95=args.hd95,
+    )
+    d = validation.dice
+    print(
+        f"final global model on {cases} held-out consortium cases: TC {d.tc:.3f}  "
+        f"WT {d.wt:.3f}  ET {d.et:.3f}  mean {d.mean:.3f}"
+    )
+    if validation.hd95 is not None:
+        print(f"HD95 on the held-out cases: {format_hd95(validation.hd95)}")
 
 
 if __name__ == "__main__":

@@ -163,6 +163,17 @@ class AggregatorClient:
         return self._post_json(path, body, f"declining round {body.round}", UpdateReceipt)
 
     def report_evaluation(self, report: EvaluationReport) -> UpdateReceipt:
-        path = f"/runs/{report.run_id}/rounds/{report.round}/evaluation"
-        what = f"reporting the evaluation of round {report.round}"
-        return self._post_json(path, report, what, UpdateReceipt)
+        body = report.model_dump_json().encode()
+        return self.report_evaluation_bytes(report.run_id, report.round, body)
+
+    def report_evaluation_bytes(self, run_id: int, number: int, body: bytes) -> UpdateReceipt:
+        """POST an EvaluationReport's exact JSON bytes (as recorded in the node's ledger)."""
+        response = self._send(
+            lambda: self.http.post(
+                f"{API_PREFIX}/runs/{run_id}/rounds/{number}/evaluation",
+                content=body,
+                headers={"content-type": "application/json"},
+            ),
+            f"reporting the evaluation of round {number}",
+        )
+        return self._json(UpdateReceipt, response)

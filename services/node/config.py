@@ -37,6 +37,9 @@ class NodeSettings(BaseSettings):
     privacy_budget_delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
     privacy_policy: PrivacyPolicy | None = None
     """A stricter local policy (JSON) that the aggregator's run policy cannot loosen."""
+    announce_case_counts: bool = False
+    """Tell the aggregator how many training and validation cases this node has; off by
+    default, since a count is a number about patients that no mechanism protects."""
     exit_when_done: bool = False
     """Exit once the newest run has ended (for demos and tests); hospitals keep polling."""
     log_level: str = "info"

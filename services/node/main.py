@@ -18,7 +18,8 @@ from services.node.client import AggregatorClient
 from services.node.config import NodeSettings
 from services.node.data.cache import CACHE_FOLDER, CaseCache
 from services.node.data.layout import load_local_split
-from services.node.ledger import PrivacyLedger
+from services.node import ledger_cli
+from services.node.ledger import PrivacyLedger, federation_id
 from services.node.runner import LocalData, NodeRunner, PrivacyGuard
 from services.node.state_lock import StateLock
 from services.node.training import data_workers, select_device
@@ -75,6 +76,9 @@ def load_local_data(settings: NodeSettings) -> LocalData:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["ledger"]:
+        return ledger_cli.main(arguments[1:])
     try:
         settings = NodeSettings(**parse_args(argv))  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -89,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = select_device(settings.device)
         workers = data_workers(settings.data_workers, device)
         _state_lock = StateLock(settings.state_dir)  # held until the process ends
+        # Before any data is read: a missing or damaged ledger stops the node here.
+        ledger = PrivacyLedger(settings.state_dir, settings.privacy_budget_delta)
+        federation = federation_id(settings.tls_ca)
         data = load_local_data(settings)
         context = client_ssl_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
     except FedsegError as exc:
@@ -107,8 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             protocol=PROTOCOL_VERSION,
             software_version=f"fedseg {VERSION} torch {torch.__version__}",
             device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-            num_train_cases=len(data.train),
-            num_val_cases=len(data.val),
+            num_train_cases=len(data.train) if settings.announce_case_counts else None,
+            num_val_cases=len(data.val) if settings.announce_case_counts else None,
         )
         try:
             client.announce(announcement)
@@ -116,9 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"fedseg-node: cannot start: {exc}", file=sys.stderr)
             return 2
         guard = PrivacyGuard(
-            ledger=PrivacyLedger(
-                settings.state_dir / "privacy-ledger.db", settings.privacy_budget_delta
-            ),
+            ledger=ledger,
+            federation=federation,
             local_policy=settings.privacy_policy,
             budget_epsilon=settings.privacy_budget_epsilon,
             budget_delta=settings.privacy_budget_delta,

@@ -1,50 +1,66 @@
-"""The node's side of the privacy policy: tightening the run's policy, the budget check."""
+"""The node's side of the privacy policy: the policy it applies, what a run costs, the budget."""
 
 from __future__ import annotations
 
-from shared.privacy.gaussian import gaussian_spend
-from shared.schemas import Mechanism, PrivacyPolicy, PrivacySpend, PrivacyTotal
+from shared.errors import ConfigurationError
+from shared.privacy.mechanisms import mechanism_for, validate_run_policy
+from shared.privacy.metrics import metrics_cost
+from shared.schemas import PrivacyPolicy, PrivacySpend, PrivacyTotal, PrivacyUnit, TrainingPlan
 
 
-def _min(a: float | None, b: float | None) -> float | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def _max(a: float | None, b: float | None) -> float | None:
-    return b if a is None else a if b is None else max(a, b)
-
-
-def tighten(run: PrivacyPolicy, local: PrivacyPolicy | None) -> PrivacyPolicy:
+def node_policy(
+    run: PrivacyPolicy, local: PrivacyPolicy | None, plan: TrainingPlan, rounds: int
+) -> PrivacyPolicy:
     """The policy a node applies: the run's, made stricter by the hospital's own.
 
-    The aggregator cannot loosen a local policy: with a different mechanism the local one
-    wins outright; with the same mechanism every parameter takes its stricter value
-    (smaller fraction, clip, epsilon and L2 clip; larger noise; more exclusions).
+    The aggregator cannot loosen a local policy. When the run asks for another mechanism
+    than the local policy allows, the node applies neither: it raises ConfigurationError
+    with the reason, and the caller declines the round. With the same mechanism every
+    setting takes its stricter value (PrivacyMechanism.tighten). The result is validated
+    with the same code the aggregator ran at creation.
     """
-    if local is None:
-        return run
-    if local.mechanism != run.mechanism:
-        return local
-    return run.model_copy(
-        update={
-            "fraction": min(run.fraction, local.fraction),
-            "clip": _min(run.clip, local.clip),
-            "epsilon": _min(run.epsilon, local.epsilon),
-            "noise_multiplier": _max(run.noise_multiplier, local.noise_multiplier),
-            "l2_clip": _min(run.l2_clip, local.l2_clip),
-            "delta": min(run.delta, local.delta),
-            "exclude": tuple(dict.fromkeys((*run.exclude, *local.exclude))),
-        }
+    try:
+        policy = validate_run_policy(run, plan, rounds)
+        if local is None:
+            return policy
+        if local.mechanism != run.mechanism:
+            raise ConfigurationError(
+                f"the run asks for the {run.mechanism.value} mechanism but this hospital's "
+                f"local policy allows only {local.mechanism.value}"
+            )
+        tightened = mechanism_for(run.mechanism).tighten(policy, local)
+        return validate_run_policy(tightened, plan, rounds)
+    except ConfigurationError as err:
+        raise ConfigurationError(f"the run's privacy policy cannot be applied here: {err}") from err
+
+
+def remaining_cost(
+    policy: PrivacyPolicy, plan: TrainingPlan, rounds_left: int, reports_per_round: int
+) -> list[PrivacySpend]:
+    """What the rest of a run costs: ``rounds_left`` updates, their reports, one evaluation.
+
+    Known from public settings only, so a node can refuse a run that does not fit its
+    budget before it trains at all, rather than run out half way.
+    """
+    cost = mechanism_for(policy.mechanism).round_cost(policy, plan)
+    spends = [cost] * rounds_left
+    spends += metrics_cost(policy, reports_per_round * rounds_left + 1)
+    return spends
+
+
+def patient_delta_refusal(policy: PrivacyPolicy, patients: int) -> str | None:
+    """Why a patient-level delta is too large for this node (it must be below 1 / patients).
+
+    The reason names no count: how many patients a hospital has is itself private.
+    """
+    if mechanism_for(policy.mechanism).unit is not PrivacyUnit.PATIENT:
+        return None
+    if patients > 0 and policy.delta * patients < 1.0:
+        return None
+    return (
+        f"delta {policy.delta:g} is not below 1 / (this node's number of training patients); "
+        "a patient-level guarantee needs a smaller delta"
     )
-
-
-def round_cost(policy: PrivacyPolicy) -> PrivacySpend:
-    """What one release under ``policy`` will cost, known before any data is touched."""
-    if policy.mechanism == Mechanism.SVT:
-        return PrivacySpend(mechanism=Mechanism.SVT, epsilon=policy.epsilon, accounting="SVT")
-    if policy.mechanism == Mechanism.GAUSSIAN and policy.noise_multiplier is not None:
-        return gaussian_spend(policy.noise_multiplier, 1, policy.delta)
-    return PrivacySpend(mechanism=policy.mechanism, epsilon=None, accounting="no DP guarantee")
 
 
 def over_budget(
@@ -60,8 +76,8 @@ def over_budget(
         )
     if projected.epsilon > budget_epsilon:
         return (
-            f"privacy budget exhausted: this release would bring the cumulative epsilon to "
-            f"{projected.epsilon:.4g}, over the budget of {budget_epsilon:g}"
+            f"privacy budget exhausted: the rest of this run would bring the cumulative "
+            f"epsilon to {projected.epsilon:.4g}, over the budget of {budget_epsilon:g}"
         )
     if projected.delta > budget_delta:
         return (

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import torch
-from opacus.accountants import RDPAccountant
 
+from shared.privacy.accounting import ALPHAS, rdp_epsilon
 from shared.privacy.partial import float_flat
-from shared.schemas import Mechanism, PrivacySpend
+from shared.schemas import Mechanism, PrivacySpend, PrivacyUnit
 
 ACCOUNTING = "RDP (Opacus RDPAccountant), sample rate 1"
 SENSITIVITY_FACTOR = 2.0
 """L2 sensitivity in units of S: two clipped updates differ by at most 2 S (replacement)."""
-ALPHAS: tuple[float, ...] = (
-    *RDPAccountant.DEFAULT_ALPHAS,
-    *(64.0, 80.0, 96.0, 128.0, 192.0, 256.0, 384.0, 512.0, 768.0, 1024.0),
-)
-"""Opacus's default RDP orders plus larger ones, so small noise multipliers stay tight."""
+__all__ = ["ACCOUNTING", "ALPHAS", "SENSITIVITY_FACTOR", "composed_gaussian_epsilon",
+           "gaussian_epsilon", "gaussian_release", "gaussian_spend"]  # fmt: skip
 
 
 def gaussian_release(
@@ -76,25 +72,18 @@ def gaussian_epsilon(noise_multiplier: float, rounds: int, delta: float) -> floa
 def composed_gaussian_epsilon(noise_multipliers: Sequence[float], delta: float) -> float:
     """Epsilon at ``delta`` of Gaussian releases with these sigmas, one entry per release.
 
-    What a ledger calls for a history with varying sigma; same relation and method as
-    ``gaussian_epsilon``. Opacus warns when the best RDP order is at the edge of its grid;
-    the bound is then still valid, only looser, so that warning is silenced here.
+    Same relation and method as ``gaussian_epsilon`` (shared.privacy.accounting composes).
     """
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     for sigma in noise_multipliers:
         if not 0.0 < sigma < math.inf:
             raise ValueError(f"noise_multiplier must be a finite number > 0, got {sigma}")
-    if not noise_multipliers:
-        return 0.0
-    accountant = RDPAccountant()
-    accountant.history = [
+    history = [
         (sigma / SENSITIVITY_FACTOR, 1.0, count)
         for sigma, count in Counter(noise_multipliers).items()
     ]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Optimal order is the")
-        return float(accountant.get_epsilon(delta=delta, alphas=list(ALPHAS)))
+    return rdp_epsilon(history, delta)
 
 
 def gaussian_spend(noise_multiplier: float, rounds: int, delta: float) -> PrivacySpend:
@@ -104,9 +93,12 @@ def gaussian_spend(noise_multiplier: float, rounds: int, delta: float) -> Privac
         epsilon=gaussian_epsilon(noise_multiplier, rounds, delta),
         delta=delta,
         accounting=ACCOUNTING,
+        unit=PrivacyUnit.UPDATE,
         parameters={
-            "noise_multiplier": noise_multiplier,
-            "rounds": rounds,
+            "sigma": noise_multiplier,
+            "noise_multiplier": noise_multiplier / SENSITIVITY_FACTOR,
+            "sample_rate": 1.0,
+            "steps": rounds,
             "sensitivity_factor": SENSITIVITY_FACTOR,
         },
     )

@@ -91,9 +91,9 @@ def svt_release(
        DP, being post-processing, but would bias the value).
 
     Components not kept are not sent at all. Total: epsilon-DP (delta = 0) for this round;
-    the ledger composes rounds. The selection noise uses float32 uniforms (quantile step
-    2^-24) and the release noise float64; like most deployed DP code this is floating-point
-    Laplace sampling, not an exact sampler (Mironov 2012).
+    the ledger composes rounds. Every Laplace draw comes from float64 uniforms (53-bit
+    quantile steps); like most deployed DP code this is floating-point Laplace sampling,
+    not an exact sampler (Mironov 2012).
 
     delta: name -> float tensor of any shape (0-dim is one component), finite values.
     Returns: name -> SparseTensor for every input tensor (float32 values, int64 positions),
@@ -201,20 +201,27 @@ def _passing(
     """Mask bool [n] over the concatenated update: q_i + nu_i >= T + rho."""
     passes = torch.empty(sum(flat.numel() for flat in flats), dtype=torch.bool)
     # Scratch buffers sized to the largest tensor, reused, so the working set stays small.
+    # float64 throughout: 53-bit uniforms reach the Laplace tails the proof relies on
+    # (float32 uniforms stop at scale * ln(2^24), about 16.6 scales out).
     size = max((flat.numel() for flat in flats), default=0)
-    query = torch.empty(size, dtype=torch.float32)
-    uniform = torch.empty(size, dtype=torch.float32)
-    scratch = torch.empty(size, dtype=torch.float32)
+    query = torch.empty(size, dtype=torch.float64)
+    uniform = torch.empty(size, dtype=torch.float64)
+    scratch = torch.empty(size, dtype=torch.float64)
     start = 0
     for flat in flats:
         m = flat.numel()
-        q = torch.abs(flat, out=query[:m]).clamp_(max=clip)
+        q = query[:m].copy_(flat).abs_().clamp_(max=clip)
         if noise:
             u = uniform[:m].uniform_(generator=generator)
             q.add_(_laplace_(u, query_scale, scratch[:m]))
         torch.ge(q, noisy_threshold, out=passes[start : start + m])
         start += m
     return passes
+
+
+def laplace_noise(count: int, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """Lap(0, scale) float64 [count] from 53-bit uniforms of the injected generator."""
+    return _laplace(count, scale, generator, torch.float64)
 
 
 def _laplace(

@@ -13,9 +13,11 @@ from shared.schemas.base import (
 from shared.schemas.metrics import RegionDice, RegionDistance, UpdateMetrics
 from shared.schemas.privacy import (
     Mechanism,
+    MetricsRelease,
     PrivacyPolicy,
     PrivacySpend,
     PrivacyTotal,
+    PrivacyUnit,
     SelectionScope,
 )
 from shared.schemas.reports import (
@@ -43,12 +45,14 @@ __all__ = [
     "EvaluationReport",
     "Health",
     "Mechanism",
+    "MetricsRelease",
     "NodeName",
     "NodeUpdateView",
     "NodeView",
     "PrivacyPolicy",
     "PrivacySpend",
     "PrivacyTotal",
+    "PrivacyUnit",
     "RegionDice",
     "RegionDistance",
     "RoundKind",

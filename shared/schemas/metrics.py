@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from shared.schemas.base import _Strict
+from shared.schemas.privacy import MetricsRelease
 
 MAX_DISTANCE_MM = 10_000.0
 """No distance inside a scanned head comes near 10 m; a larger value is a broken report."""
@@ -41,3 +42,5 @@ class UpdateMetrics(_Strict):
     """HD95 of the locally trained model, when the plan asks for it."""
     train_loss: float | None = None
     train_seconds: float | None = Field(default=None, ge=0.0)
+    protection: MetricsRelease = MetricsRelease.EXACT
+    """How these numbers left the node: exact, withheld (all None) or Laplace-noised Dice."""

@@ -18,8 +18,9 @@ class Announcement(_Strict):
     """The node's PROTOCOL_VERSION; the aggregator refuses any other."""
     software_version: str = Field(max_length=64)
     device: str = Field(max_length=64)
-    num_train_cases: int = Field(ge=0)
-    num_val_cases: int = Field(ge=0)
+    num_train_cases: int | None = Field(default=None, ge=0)
+    """Sent only when the hospital opts in (FEDSEG_ANNOUNCE_CASE_COUNTS): a count is private."""
+    num_val_cases: int | None = Field(default=None, ge=0)
 
 
 class UpdateManifest(_Strict):
@@ -35,6 +36,8 @@ class UpdateManifest(_Strict):
     task_nonce: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
     base_model: str = Field(pattern=SHA256_PATTERN)
     num_samples: int = Field(ge=1)
+    """The FedAvg weight: the cases trained on, or under a DP policy a public figure from the
+    plan (its max_steps, else 1), since a sample count is private."""
     metrics: UpdateMetrics = UpdateMetrics()
     sparse: tuple[str, ...] = ()
     excluded: tuple[str, ...] = ()
@@ -60,8 +63,11 @@ class EvaluationReport(_Strict):
     round: int = Field(ge=1)
     task_nonce: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
     base_model: str = Field(pattern=SHA256_PATTERN)
-    num_samples: int = Field(ge=0, description="validation cases measured")
+    num_samples: int | None = Field(default=None, ge=0, description="validation cases measured")
+    """None when withheld; a noised count under metrics=laplace."""
     metrics: UpdateMetrics
+    privacy: PrivacySpend | None = None
+    privacy_total: PrivacyTotal | None = None
 
 
 class UpdateReceipt(_Strict):

@@ -19,6 +19,8 @@ class Task(_Strict):
     run_id: int
     round: int
     kind: RoundKind
+    rounds: int = Field(ge=1)
+    """The run's number of training rounds: a node checks the whole run against its budget."""
     task_nonce: str
     base_model: str = Field(pattern=SHA256_PATTERN)
     model: ModelConfig

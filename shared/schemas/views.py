@@ -79,6 +79,10 @@ class NodeView(_Strict):
     rounds_joined: int
     privacy_total: PrivacyTotal | None
     """The newest cumulative spend the node reported (its own ledger, all runs)."""
+    privacy_epsilon_max: float | None = None
+    """The highest cumulative epsilon the node ever reported (None: none, or unbounded)."""
+    ledger_regression: str | None = None
+    """Set when a report went below that highest figure or came from another ledger."""
 
 
 class Health(_Strict):

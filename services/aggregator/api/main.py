@@ -28,6 +28,7 @@ _STATUS: tuple[tuple[type[errors.FedsegError], int], ...] = (
     (errors.ConflictError, 409),
     (errors.PayloadTooLargeError, 413),
     (errors.UpdateRejectedError, 422),
+    (errors.PolicyRejectedError, 422),
 )
 
 

@@ -62,6 +62,7 @@ def poll_task(session: Session, node: str, now: datetime) -> TaskPoll:
         run_id=run.id,
         round=rnd.number,
         kind=RoundKind(rnd.kind),
+        rounds=run.rounds,
         task_nonce=task.nonce,
         base_model=rnd.base_model,
         model=ModelConfig.model_validate(run.model_config_json),

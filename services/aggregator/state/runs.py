@@ -10,8 +10,15 @@ from sqlalchemy.orm import Session
 
 from services.aggregator.core.blobs import BlobStore
 from services.aggregator.state.models import ModelVersion, Round, Run, Task
-from shared.errors import ConflictError, InvalidRequestError, NotFoundError
+from shared.errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PolicyRejectedError,
+)
 from shared.model import initial_state
+from shared.privacy.mechanisms import validate_run_policy
 from shared.schemas import RoundKind, RoundState, RunCreate, RunState
 from shared.tensors import to_bytes
 
@@ -64,6 +71,10 @@ def create_run(
             f"min_nodes ({request.min_nodes}) exceeds the number of expected nodes "
             f"({len(request.expected_nodes)})"
         )
+    try:
+        privacy = validate_run_policy(request.privacy, request.plan, request.rounds)
+    except ConfigurationError as err:
+        raise PolicyRejectedError(f"privacy policy: {err}") from err
     active = session.scalars(select(Run).where(Run.state.in_(ACTIVE_RUN_STATES))).first()
     if active is not None:
         raise ConflictError(f"run {active.id} is still {active.state}; abort it first")
@@ -80,7 +91,7 @@ def create_run(
         max_round_attempts=request.max_round_attempts,
         model_config_json=request.model.model_dump(mode="json"),
         plan_json=request.plan.model_dump(mode="json"),
-        privacy_json=request.privacy.model_dump(mode="json"),
+        privacy_json=privacy.model_dump(mode="json"),
         seed=request.seed,
         initial_model=sha,
         created_by=created_by,

@@ -198,14 +198,17 @@ def _accept_report(
         has_blob=False,
         status=UpdateStatus.DECLINED if declined else UpdateStatus.ACCEPTED,
         detail=report.reason if isinstance(report, Decline) else None,
-        num_samples=0 if isinstance(report, Decline) else report.num_samples,
+        num_samples=0 if isinstance(report, Decline) else report.num_samples or 0,
         metrics_json=(
             UpdateMetrics() if isinstance(report, Decline) else report.metrics
         ).model_dump(mode="json"),
-        privacy_total_json=(
-            report.privacy_total.model_dump(mode="json")
-            if isinstance(report, Decline) and report.privacy_total
+        privacy_json=(
+            report.privacy.model_dump(mode="json")
+            if isinstance(report, EvaluationReport) and report.privacy
             else None
+        ),
+        privacy_total_json=(
+            report.privacy_total.model_dump(mode="json") if report.privacy_total else None
         ),
         size_bytes=len(canonical),
         accepted_at=now,

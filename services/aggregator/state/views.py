@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -140,14 +142,59 @@ def round_views(session: Session, run: Run) -> list[RoundView]:
     return [round_view(session, run, rnd) for rnd in rounds]
 
 
-def _latest_totals(session: Session) -> dict[str, PrivacyTotal]:
-    """Each node's newest self-reported cumulative spend."""
+@dataclass(frozen=True)
+class LedgerHistory:
+    """What a node's reported totals say over time: the newest, the highest, a regression."""
+
+    latest: PrivacyTotal
+    highest: float | None
+    regression: str | None
+
+
+def _ledger_histories(session: Session) -> dict[str, LedgerHistory]:
+    """Each node's reported cumulative spends, oldest first, folded into a LedgerHistory.
+
+    A node's ledger only grows, so a total below the highest one seen, or a report from a
+    different ledger id, means the ledger was replaced or rolled back on the node.
+    """
     rows = session.execute(
         select(Update.node, Update.privacy_total_json)
         .where(Update.privacy_total_json.is_not(None))
         .order_by(Update.accepted_at, Update.id)
     ).all()
-    return {node: PrivacyTotal.model_validate(total) for node, total in rows if total}
+    histories: dict[str, LedgerHistory] = {}
+    for node, raw in rows:
+        if not raw:
+            continue
+        total = PrivacyTotal.model_validate(raw)
+        seen = histories.get(node)
+        if seen is None:
+            histories[node] = LedgerHistory(total, total.epsilon, None)
+            continue
+        regression = seen.regression
+        previous = seen.latest
+        if regression is None and previous.ledger_id and total.ledger_id != previous.ledger_id:
+            regression = (
+                f"ledger regression: the node reported ledger {total.ledger_id} after "
+                f"ledger {previous.ledger_id} (its privacy ledger was replaced)"
+            )
+        if (
+            regression is None
+            and seen.highest is not None
+            and total.epsilon is not None
+            and total.epsilon < seen.highest
+        ):
+            regression = (
+                f"ledger regression: cumulative epsilon {total.epsilon:.4g} reported after "
+                f"{seen.highest:.4g}"
+            )
+        highest = (
+            None
+            if seen.highest is None or total.epsilon is None
+            else max(seen.highest, total.epsilon)
+        )
+        histories[node] = LedgerHistory(total, highest, regression)
+    return histories
 
 
 def node_views(session: Session) -> list[NodeView]:
@@ -158,7 +205,7 @@ def node_views(session: Session) -> list[NodeView]:
             .group_by(Update.node)
         ).all()
     )
-    totals = _latest_totals(session)
+    histories = _ledger_histories(session)
     nodes = session.scalars(select(Node).order_by(Node.name)).all()
     return [
         NodeView(
@@ -169,7 +216,9 @@ def node_views(session: Session) -> list[NodeView]:
             num_train_cases=n.num_train_cases,
             last_seen=n.last_seen,
             rounds_joined=int(joined.get(n.name, 0)),
-            privacy_total=totals.get(n.name),
+            privacy_total=histories[n.name].latest if n.name in histories else None,
+            privacy_epsilon_max=histories[n.name].highest if n.name in histories else None,
+            ledger_regression=histories[n.name].regression if n.name in histories else None,
         )
         for n in nodes
     ]

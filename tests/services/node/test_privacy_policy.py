@@ -1,40 +1,68 @@
-"""The node's privacy policy handling: tightening and the budget check."""
+"""The node's privacy policy handling: the policy it applies, the run's cost, the budget."""
 
 from __future__ import annotations
 
-from services.node.privacy import over_budget, round_cost, tighten
-from shared.schemas import Mechanism, PrivacyPolicy, PrivacyTotal
+import re
+
+import pytest
+
+from services.node.privacy import node_policy, over_budget, patient_delta_refusal, remaining_cost
+from shared.errors import ConfigurationError
+from shared.schemas import Mechanism, MetricsRelease, PrivacyPolicy, PrivacyTotal, TrainingPlan
 
 RUN = PrivacyPolicy(mechanism=Mechanism.SVT, fraction=0.2, clip=0.01, epsilon=10.0, exclude=("a",))
+PLAN = TrainingPlan(max_steps=5)
 
 
-def test_without_local_policy_the_run_policy_applies() -> None:
-    assert tighten(RUN, None) == RUN
+def test_node_policy_without_local_policy_is_the_run_policy() -> None:
+    assert node_policy(RUN, None, PLAN, 3) == RUN
 
 
-def test_local_policy_tightens_every_parameter() -> None:
+def test_node_policy_local_policy_tightens_every_parameter() -> None:
     local = PrivacyPolicy(
         mechanism=Mechanism.SVT, fraction=0.5, clip=0.001, epsilon=2.0, exclude=("b",)
     )
-    applied = tighten(RUN, local)
+    applied = node_policy(RUN, local, PLAN, 3)
     assert (applied.fraction, applied.clip, applied.epsilon, applied.exclude) == (
         0.2,
         0.001,
         2.0,
         ("a", "b"),
     )
+    assert applied.metrics is MetricsRelease.WITHHELD
 
 
-def test_aggregator_cannot_switch_a_node_to_another_mechanism() -> None:
+def test_node_policy_refuses_another_mechanism_instead_of_substituting_its_own() -> None:
     local = PrivacyPolicy(mechanism=Mechanism.GAUSSIAN, noise_multiplier=1.0, l2_clip=0.1)
-    assert tighten(RUN, local) == local
-    loosened = PrivacyPolicy(mechanism=Mechanism.NONE)
-    assert tighten(loosened, local) == local
+    message = (
+        "the run's privacy policy cannot be applied here: the run asks for the none mechanism "
+        "but this hospital's local policy allows only gaussian"
+    )
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        node_policy(PrivacyPolicy(mechanism=Mechanism.NONE), local, PLAN, 3)
 
 
-def test_round_cost_is_known_before_training() -> None:
-    assert round_cost(RUN).epsilon == 10.0
-    assert round_cost(PrivacyPolicy(mechanism=Mechanism.PARTIAL)).epsilon is None
+def test_node_policy_refuses_a_run_policy_that_cannot_run() -> None:
+    with pytest.raises(ConfigurationError, match=re.escape("needs clip (gamma) > 0")):
+        node_policy(PrivacyPolicy(mechanism=Mechanism.SVT, epsilon=1.0), None, PLAN, 3)
+
+
+def test_remaining_cost_covers_every_round_left_and_its_reports() -> None:
+    laplace = RUN.model_copy(update={"metrics": MetricsRelease.LAPLACE, "metrics_epsilon": 0.5})
+    spends = remaining_cost(laplace, PLAN, rounds_left=3, reports_per_round=2)
+    # 3 updates, 2 noised Dice reports each, and the final evaluation's report.
+    assert [s.epsilon for s in spends] == [10.0] * 3 + [0.5] * 7
+    assert [s.epsilon for s in remaining_cost(RUN, PLAN, 2, 2)] == [10.0, 10.0]
+
+
+def test_patient_delta_must_be_below_one_over_the_patients() -> None:
+    dpsgd = PrivacyPolicy(mechanism=Mechanism.DPSGD, delta=0.01)
+    assert patient_delta_refusal(dpsgd, 100) == (
+        "delta 0.01 is not below 1 / (this node's number of training patients); "
+        "a patient-level guarantee needs a smaller delta"
+    )
+    assert patient_delta_refusal(dpsgd, 99) is None  # 0.01 < 1 / 99
+    assert patient_delta_refusal(RUN.model_copy(update={"delta": 0.5}), 1) is None  # update level
 
 
 def test_budget_messages() -> None:
@@ -42,8 +70,8 @@ def test_budget_messages() -> None:
     assert over_budget(total, None, 1e-5) is None
     assert over_budget(total, 20.0, 1e-5) is None
     assert over_budget(total, 10.0, 1e-5) == (
-        "privacy budget exhausted: this release would bring the cumulative epsilon to 12.5, "
-        "over the budget of 10"
+        "privacy budget exhausted: the rest of this run would bring the cumulative epsilon to "
+        "12.5, over the budget of 10"
     )
     unbounded = PrivacyTotal(epsilon=None, delta=0.0, releases=1, accounting="unbounded")
     assert over_budget(unbounded, 10.0, 1e-5) == (

@@ -16,7 +16,7 @@ from shared.privacy.gaussian import (
     gaussian_release,
     gaussian_spend,
 )
-from shared.schemas import Mechanism
+from shared.schemas import Mechanism, PrivacyUnit
 
 
 def _exact(message: str) -> str:
@@ -95,7 +95,15 @@ def test_gaussian_spend_states_one_round() -> None:
     assert spend.epsilon == gaussian_epsilon(2.0, 1, 1e-6)
     assert spend.delta == 1e-6
     assert spend.accounting == ACCOUNTING
-    assert spend.parameters == {"noise_multiplier": 2.0, "rounds": 1, "sensitivity_factor": 2.0}
+    # noise_multiplier, sample_rate and steps are the RDP terms, in sensitivity units (2 S).
+    assert spend.parameters == {
+        "sigma": 2.0,
+        "noise_multiplier": 1.0,
+        "sample_rate": 1.0,
+        "steps": 1,
+        "sensitivity_factor": 2.0,
+    }
+    assert spend.unit is PrivacyUnit.UPDATE
 
 
 def test_gaussian_rejects_invalid_arguments() -> None:
