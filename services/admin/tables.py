@@ -45,6 +45,7 @@ def nodes_table(nodes: Sequence[NodeView]) -> str:
             f"{node.name:<16} {node.role:<6} {seen:<19} {node.rounds_joined:>6} {cases:>5}  "
             f"{epsilon:>9}  {node.device or '-'}"
         )
+    lines += [f"{n.name}: {n.ledger_regression}" for n in nodes if n.ledger_regression]
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""A node with a small privacy budget stops contributing at the right round; the run goes on."""
+"""A node whose budget cannot hold the rest of a run declines up front, joins when it fits."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_budget_exhaustion_declines_and_run_continues(
         plan=TrainingPlan(max_steps=1, crop_size=(24, 24, 24)),
         privacy=PrivacyPolicy(mechanism=Mechanism.SVT, fraction=0.05, clip=1e-3, epsilon=EPSILON),
     )
-    budgets = {"site-3": str(1.5 * EPSILON)}  # room for exactly one release
+    budgets = {"site-3": str(1.5 * EPSILON)}  # room for one release: the last round's
     with aggregator.client("admin") as admin:
         assert admin.post("/api/v1/runs", json=request.model_dump(mode="json")).status_code == 201
         nodes = []
@@ -70,15 +70,18 @@ def test_budget_exhaustion_declines_and_run_continues(
             for v in (NodeView.model_validate(n) for n in admin.get("/api/v1/nodes").json())
         }
     first, second, third = rounds[:3]
-    assert first.reported_nodes == names
+    # The whole rest of the run is checked before training: 3 and then 2 releases do not
+    # fit, the last round's one does. The node never finds its budget gone half way.
+    assert (first.reported_nodes, first.declined_nodes) == (["site-1", "site-2"], ["site-3"])
     assert (second.reported_nodes, second.declined_nodes) == (["site-1", "site-2"], ["site-3"])
-    assert (third.reported_nodes, third.declined_nodes) == (["site-1", "site-2"], ["site-3"])
-    refusal = next(u for u in second.updates if u.node == "site-3")
-    assert refusal.detail == (
-        "privacy budget exhausted: this release would bring the cumulative epsilon to 2000, "
-        "over the budget of 1500"
-    )
-    for update in first.updates:
+    assert third.reported_nodes == names
+    refusals = [next(u for u in r.updates if u.node == "site-3").detail for r in (first, second)]
+    assert refusals == [
+        "privacy budget exhausted: the rest of this run would bring the cumulative epsilon "
+        f"to {n * EPSILON:g}, over the budget of {1.5 * EPSILON:g}"
+        for n in (3, 2)
+    ]
+    for update in third.updates:
         assert update.privacy is not None
         assert update.privacy.mechanism == "svt"
         assert update.privacy.epsilon == pytest.approx(EPSILON)
@@ -86,3 +89,4 @@ def test_budget_exhaustion_declines_and_run_continues(
     assert listed["site-3"].privacy_total.epsilon == pytest.approx(EPSILON)
     assert listed["site-1"].privacy_total is not None
     assert listed["site-1"].privacy_total.epsilon == pytest.approx(3 * EPSILON)
+    assert listed["site-1"].ledger_regression is None

@@ -151,50 +151,51 @@ class LedgerHistory:
     regression: str | None
 
 
-def _ledger_histories(session: Session) -> dict[str, LedgerHistory]:
-    """Each node's reported cumulative spends, oldest first, folded into a LedgerHistory.
+def fold_totals(totals: Sequence[PrivacyTotal]) -> LedgerHistory:
+    """One node's reported cumulative spends, oldest first, folded into a LedgerHistory.
 
     A node's ledger only grows, so a total below the highest one seen, or a report from a
-    different ledger id, means the ledger was replaced or rolled back on the node.
+    different ledger id, means the ledger was replaced or rolled back on the node. The
+    first regression found is kept: a later report cannot clear it.
     """
-    rows = session.execute(
-        select(Update.node, Update.privacy_total_json)
-        .where(Update.privacy_total_json.is_not(None))
-        .order_by(Update.accepted_at, Update.id)
-    ).all()
-    histories: dict[str, LedgerHistory] = {}
-    for node, raw in rows:
-        if not raw:
-            continue
-        total = PrivacyTotal.model_validate(raw)
-        seen = histories.get(node)
-        if seen is None:
-            histories[node] = LedgerHistory(total, total.epsilon, None)
-            continue
-        regression = seen.regression
-        previous = seen.latest
+    if not totals:
+        raise ValueError("fold_totals needs at least one total")
+    first = totals[0]
+    history = LedgerHistory(first, first.epsilon, None)
+    for total in totals[1:]:
+        previous, regression = history.latest, history.regression
         if regression is None and previous.ledger_id and total.ledger_id != previous.ledger_id:
             regression = (
                 f"ledger regression: the node reported ledger {total.ledger_id} after "
                 f"ledger {previous.ledger_id} (its privacy ledger was replaced)"
             )
-        if (
-            regression is None
-            and seen.highest is not None
-            and total.epsilon is not None
-            and total.epsilon < seen.highest
-        ):
-            regression = (
-                f"ledger regression: cumulative epsilon {total.epsilon:.4g} reported after "
-                f"{seen.highest:.4g}"
-            )
-        highest = (
-            None
-            if seen.highest is None or total.epsilon is None
-            else max(seen.highest, total.epsilon)
-        )
-        histories[node] = LedgerHistory(total, highest, regression)
-    return histories
+        highest = history.highest
+        if regression is None and highest is not None and total.epsilon is not None:
+            if total.epsilon < highest:
+                regression = (
+                    f"ledger regression: cumulative epsilon {total.epsilon:.4g} reported after "
+                    f"{highest:.4g}"
+                )
+        if highest is not None and total.epsilon is not None:
+            highest = max(highest, total.epsilon)
+        else:
+            highest = None
+        history = LedgerHistory(total, highest, regression)
+    return history
+
+
+def _ledger_histories(session: Session) -> dict[str, LedgerHistory]:
+    """Each node's LedgerHistory, from every total it reported (updates, declines, reports)."""
+    rows = session.execute(
+        select(Update.node, Update.privacy_total_json)
+        .where(Update.privacy_total_json.is_not(None))
+        .order_by(Update.accepted_at, Update.id)
+    ).all()
+    totals: dict[str, list[PrivacyTotal]] = {}
+    for node, raw in rows:
+        if raw:
+            totals.setdefault(node, []).append(PrivacyTotal.model_validate(raw))
+    return {node: fold_totals(reported) for node, reported in totals.items()}
 
 
 def node_views(session: Session) -> list[NodeView]:

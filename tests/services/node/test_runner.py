@@ -13,9 +13,18 @@ from services.aggregator.federation import Federation
 from services.node.client import AggregatorClient
 from services.node.data.brats import find_cases, load_cases
 from services.node.data.synthetic_sites import write_site
-from services.node.runner import LocalData, NodeRunner
-from shared.schemas import RunCreate, Task, TaskPoll, TrainingPlan
-from shared.tensors import read_manifest
+from services.node.ledger import PrivacyLedger
+from services.node.runner import LocalData, NodeRunner, PrivacyGuard
+from shared.schemas import (
+    Mechanism,
+    MetricsRelease,
+    PrivacyPolicy,
+    RunCreate,
+    Task,
+    TaskPoll,
+    TrainingPlan,
+    UpdateMetrics,
+)
 from tests.services.aggregator.support import tiny_run
 
 ClientAs = Callable[..., TestClient]
@@ -40,9 +49,19 @@ def _first_task(client_as: ClientAs, run: RunCreate | None = None) -> tuple[Test
     return http, task
 
 
-def _runner(http: TestClient, data: LocalData, state: Path) -> NodeRunner:
+FEDERATION = "f" * 64
+
+
+def _runner(
+    http: TestClient,
+    data: LocalData,
+    state: Path,
+    local: PrivacyPolicy | None = None,
+    budget: float | None = None,
+) -> NodeRunner:
     client = AggregatorClient(http, max_attempts=1)
-    return NodeRunner(client, data, state, torch.device("cpu"), "site-1")
+    guard = PrivacyGuard(PrivacyLedger(state), FEDERATION, local, budget_epsilon=budget)
+    return NodeRunner(client, data, state, torch.device("cpu"), "site-1", guard)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -62,7 +81,8 @@ def test_node_trains_and_its_update_is_accepted(
     assert update.metrics.dice_global is not None
     assert update.metrics.dice_local is not None
     assert update.metrics.hd95_global is None  # the plan did not ask for it
-    assert list((tmp_path / "pending").iterdir()) == []  # nothing left to resend
+    (entry,) = PrivacyLedger(tmp_path).entries()  # the release is on the node's ledger
+    assert (entry.key.run_id, entry.key.round, entry.sha256) == (1, 1, update.sha256)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -89,7 +109,7 @@ def test_a_plan_asking_for_hd95_gets_it_in_the_metrics_and_the_round_view(
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_restarted_node_resends_its_pending_update_without_retraining(
+def test_restarted_node_resends_its_recorded_release_without_retraining(
     client_as: ClientAs,
     federation: Federation,
     local_data: LocalData,
@@ -100,13 +120,66 @@ def test_restarted_node_resends_its_pending_update_without_retraining(
     runner = _runner(http, local_data, tmp_path)
     runner.handle(task)
     accepted = federation.list_rounds()[0].updates[0].sha256
-    # Simulate a crash after writing the update but before hearing the answer: put the
-    # same bytes back as pending; a fresh runner with no training data must just resend.
-    blob = federation.blobs.open_path(accepted)
-    pending = tmp_path / "pending" / f"{task.task_nonce}.safetensors"
-    pending.write_bytes(blob.read_bytes())
-    assert read_manifest(pending).task_nonce == task.task_nonce
+    # A fresh runner with no training data gets the same task (a restart, or a re-issue):
+    # it must send the recorded bytes again, not train (it has nothing to train on).
     fresh = _runner(http, LocalData(train=[], val=[]), tmp_path)
     fresh.handle(task)
     assert [u.sha256 for u in federation.list_rounds()[0].updates] == [accepted]
-    assert not pending.exists()
+    assert len(PrivacyLedger(tmp_path).entries()) == 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_under_dp_the_update_carries_a_public_weight_and_no_measured_numbers(
+    client_as: ClientAs,
+    federation: Federation,
+    local_data: LocalData,
+    tmp_path: Path,
+    database_url: str,
+) -> None:
+    svt = PrivacyPolicy(mechanism=Mechanism.SVT, fraction=0.1, clip=1e-3, epsilon=100.0)
+    plan = TrainingPlan(max_steps=3, crop_size=(8, 8, 8), hd95=True)
+    http, task = _first_task(client_as, tiny_run(privacy=svt, plan=plan))
+    _runner(http, local_data, tmp_path).handle(task)
+    (update,) = federation.list_rounds()[0].updates
+    assert update.num_samples == 3  # plan.max_steps, not the private count of cases
+    assert update.metrics == UpdateMetrics(protection=MetricsRelease.WITHHELD)
+    assert update.privacy_total is not None and update.privacy_total.epsilon == 100.0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_node_declines_at_round_one_a_run_that_would_pass_its_budget(
+    client_as: ClientAs,
+    federation: Federation,
+    local_data: LocalData,
+    tmp_path: Path,
+    database_url: str,
+) -> None:
+    svt = PrivacyPolicy(mechanism=Mechanism.SVT, fraction=0.1, clip=1e-3, epsilon=100.0)
+    http, task = _first_task(client_as, tiny_run(privacy=svt, rounds=3))
+    _runner(http, local_data, tmp_path, budget=250.0).handle(task)
+    (update,) = federation.list_rounds()[0].updates
+    assert update.status == "declined"
+    assert update.detail == (
+        "privacy budget exhausted: the rest of this run would bring the cumulative epsilon "
+        "to 300, over the budget of 250"
+    )
+    assert PrivacyLedger(tmp_path).entries() == []  # nothing was released
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_node_declines_a_mechanism_its_local_policy_does_not_allow(
+    client_as: ClientAs,
+    federation: Federation,
+    local_data: LocalData,
+    tmp_path: Path,
+    database_url: str,
+) -> None:
+    http, task = _first_task(client_as)  # the run asks for no protection at all
+    local = PrivacyPolicy(mechanism=Mechanism.GAUSSIAN, noise_multiplier=1.0, l2_clip=0.1)
+    _runner(http, local_data, tmp_path, local=local).handle(task)
+    (update,) = federation.list_rounds()[0].updates
+    assert update.status == "declined"
+    assert update.detail == (
+        "the run's privacy policy cannot be applied here: the run asks for the none mechanism "
+        "but this hospital's local policy allows only gaussian"
+    )
