@@ -2,6 +2,7 @@
 
 FedsegError
 ├── ConfigurationError        a setting is missing, insecure or inconsistent
+│   └── LedgerIntegrityError  the node's privacy ledger is missing, cut short or altered
 ├── DataError                 a hospital's data folder cannot be read as BraTS/MSD
 ├── PKIError                  a certificate, key or request cannot be made or read
 ├── InvalidRequestError       (400) a request that cannot be understood
@@ -9,6 +10,7 @@ FedsegError
 ├── UpdateRejectedError       (422) a well-formed update that does not fit the model
 │   ├── SpecMismatchError     (422) key set, shape or dtype differs from the global model
 │   └── NonFiniteError        (422) NaN or infinity in a tensor
+├── PolicyRejectedError       (422) a run's privacy policy cannot run as configured
 ├── PayloadTooLargeError      (413) the body passed the configured size limit
 ├── PermissionDeniedError     (403) the certificate's identity may not do this
 ├── NotFoundError             (404) no such run, round, model or task
@@ -28,6 +30,10 @@ class FedsegError(Exception):
 
 class ConfigurationError(FedsegError):
     """A setting is missing, insecure or inconsistent."""
+
+
+class LedgerIntegrityError(ConfigurationError):
+    """The node's privacy ledger is missing, cut short or altered; the message says what to do."""
 
 
 class DataError(FedsegError):
@@ -52,6 +58,10 @@ class UpdateRejectedError(FedsegError):
 
 class SpecMismatchError(UpdateRejectedError):
     """Key set, shape or dtype differs from the global model."""
+
+
+class PolicyRejectedError(FedsegError):
+    """A run's privacy policy cannot run as configured (checked by the nodes' own code)."""
 
 
 class NonFiniteError(UpdateRejectedError):
