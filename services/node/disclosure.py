@@ -24,6 +24,13 @@ EXACT_SPEND = PrivacySpend(
     unit=PrivacyUnit.NONE,
 )
 """An evaluation report of exact numbers (a run without DP): on the ledger, unbounded."""
+WITHHELD_SPEND = PrivacySpend(
+    mechanism=MetricsRelease.WITHHELD,
+    epsilon=0.0,
+    accounting="nothing measured is released",
+    unit=PrivacyUnit.PATIENT,
+)
+"""An evaluation report with every number withheld: on the ledger, free."""
 
 
 def public_weight(mode: MetricsRelease, plan: TrainingPlan, num_samples: int) -> int:
@@ -100,7 +107,7 @@ def evaluation_numbers(
         )
         return metrics, cases, [EXACT_SPEND]
     if mode is MetricsRelease.WITHHELD:
-        return UpdateMetrics(protection=mode), None, []
+        return UpdateMetrics(protection=mode), None, [WITHHELD_SPEND]
     spends: list[PrivacySpend] = []
     dice, count = _noised(validation, cases, policy, generator, spends)
     return UpdateMetrics(dice_global=dice, protection=mode), count, spends

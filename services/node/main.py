@@ -78,6 +78,7 @@ def load_local_data(settings: NodeSettings) -> LocalData:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["ledger"]:
+        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return ledger_cli.main(arguments[1:])
     try:
         settings = NodeSettings(**parse_args(argv))  # type: ignore[arg-type]

@@ -167,7 +167,7 @@ class NodeRunner:
             base_model=task.base_model,
             num_samples=count,
             metrics=metrics,
-            privacy=spends[0] if spends else None,
+            privacy=spends[0],
             privacy_total=self._total_after(spends),
         )
         body = report.model_dump_json().encode()

@@ -46,7 +46,7 @@ def _run_node(script: Script, pki: Path, data: Path, state: Path, log: Path) -> 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("site-1")
-    write_site(data, 1, 4, (16, 16, 16), seed=5)
+    write_site(data, 1, 4, (24, 24, 24), seed=5)
     return data
 
 
