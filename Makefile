@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python -m benchmarks.round_overhead
 	$(BIN)/python -m benchmarks.privacy_filters
 	$(BIN)/python -m benchmarks.data_path
+	$(BIN)/python -m benchmarks.dpsgd_step
 
 # Centralised vs FedAvg vs privacy settings on a synthetic cohort: CSV, PNG, table.
 bench-quality: install-dev
