@@ -14,7 +14,8 @@ from starlette.types import ASGIApp
 
 from benchmarks.quality.config import QualityConfig, Setting
 from benchmarks.quality.report import say_progress
-from benchmarks.quality.results import SettingResult, weighted_dice
+from benchmarks.quality.results import SettingResult
+from benchmarks.quality.scoring import ModelScores
 from benchmarks.quality.sites import SiteData
 from services.aggregator.api.main import create_app
 from services.aggregator.core.blobs import BlobStore
@@ -24,10 +25,13 @@ from services.aggregator.core.security import _WithPeerCertificate, tls_extensio
 from services.aggregator.federation import Federation
 from services.node.client import AggregatorClient
 from services.node.data.crops import steps_per_epoch
-from services.node.runner import LocalData, NodeRunner
+from services.node.ledger import PrivacyLedger, federation_id
+from services.node.runner import LocalData, NodeRunner, PrivacyGuard
 from shared.pki import bootstrap
+from shared.privacy.mechanisms import mechanism_for
 from shared.schemas import (
     API_PREFIX,
+    PrivacyPolicy,
     RegionDice,
     RoundKind,
     RoundView,
@@ -47,7 +51,12 @@ class InProcessFederation:
 
     Requests go through starlette's TestClient with each holder's certificate in the ASGI
     TLS extension, where uvicorn's peer-certificate protocol would put it. The round ticker
-    is replaced by calling ``Federation.advance`` after every sweep over the nodes.
+    is replaced by calling ``Federation.advance`` after every sweep over the nodes. Each
+    site's node keeps its state (models, privacy ledger) in its own folder per setting.
+
+    Under a DP policy nodes withhold their Dice, so the benchmark scores every round's base
+    model, and the run's final model, itself (benchmarks.quality.scoring) on every site's
+    validation cases; the same scores serve the settings without DP.
     """
 
     def __init__(self, workdir: Path, names: Sequence[str]) -> None:
@@ -55,6 +64,7 @@ class InProcessFederation:
         self.names = list(names)
         self.pki = workdir / "pki"
         bootstrap(self.pki, nodes=self.names, admins=("admin",))
+        self.federation = federation_id(self.pki / "ca.pem")
 
     def _client(self, app: object, name: str) -> TestClient:
         der = ssl.PEM_cert_to_DER_cert((self.pki / f"{name}.pem").read_text())
@@ -106,14 +116,26 @@ class InProcessFederation:
                     state / site.name,
                     device,
                     site.name,
+                    self._guard(state / site.name, setting.policy),
                 )
                 for site in sites
             ]
-            self._drive(federation, run_id, runners, setting, config, sites)
+            scores = ModelScores(federation.model_bytes, config, sites, device)
+            self._drive(federation, run_id, runners, setting, config, scores)
             rounds = federation.list_rounds(run_id)
+            per_round = [scores(r.base_model) for r in sorted(rounds, key=lambda r: r.round)]
+            policy = federation.get_run(run_id).privacy
         finally:
             engine.dispose()
-        return self._result(setting, rounds, sites, config, time.perf_counter() - began)
+        seconds = time.perf_counter() - began
+        return self._result(setting, policy, rounds, per_round, sites, config, seconds)
+
+    def _guard(self, state_dir: Path, policy: PrivacyPolicy) -> PrivacyGuard:
+        """A fresh ledger per site and setting, so each setting's epsilon is its own run's."""
+        return PrivacyGuard(
+            ledger=PrivacyLedger(state_dir, target_delta=policy.delta),
+            federation=self.federation,
+        )
 
     def _drive(
         self,
@@ -122,7 +144,7 @@ class InProcessFederation:
         runners: Sequence[NodeRunner],
         setting: Setting,
         config: QualityConfig,
-        sites: Sequence[SiteData],
+        scores: ModelScores,
     ) -> None:
         """Let every node do its task, close the round, repeat until the run has ended."""
         while federation.get_run(run_id).state == RunState.RUNNING:
@@ -140,7 +162,7 @@ class InProcessFederation:
             if not numbers and not advanced:
                 raise RuntimeError(f"run {run_id} ({setting.name}) is stuck: no task, no change")
             for number in sorted(numbers):
-                dice = _base_dice(federation.get_round(run_id, number), sites)
+                dice = scores(federation.get_round(run_id, number).base_model)
                 say_progress(setting.name, number - 1, config.rounds, dice)
         run = federation.get_run(run_id)
         if run.state != RunState.COMPLETED:
@@ -149,30 +171,38 @@ class InProcessFederation:
     @staticmethod
     def _result(
         setting: Setting,
+        policy: PrivacyPolicy,
         rounds: Sequence[RoundView],
+        per_round: list[RegionDice],
         sites: Sequence[SiteData],
         config: QualityConfig,
         seconds: float,
     ) -> SettingResult:
-        ordered = sorted(rounds, key=lambda r: r.round)
-        last_train = [r for r in ordered if r.kind == RoundKind.TRAIN][-1]
+        """The setting's Dice per round with what the nodes' ledgers say it cost.
+
+        ``policy`` is the run's as the aggregator validated it (DP-SGD: sigma derived from
+        the whole run's target epsilon).
+        """
+        last_train = [
+            r for r in sorted(rounds, key=lambda r: r.round) if r.kind == RoundKind.TRAIN
+        ][-1]
         spends = [u.privacy for u in last_train.updates if u.privacy is not None]
         totals = [u.privacy_total for u in last_train.updates if u.privacy_total is not None]
-        per_round = [spend.epsilon for spend in spends]
-        cumulative = [total.epsilon for total in totals]
-        steps = (
-            config.rounds
-            * config.plan.local_epochs
-            * sum(steps_per_epoch(len(site.train), config.plan) for site in sites)
-        )
+        epochs = config.rounds * config.plan.local_epochs
+        if mechanism_for(policy.mechanism).trains_privately:
+            # DP-SGD takes exactly max_steps steps per round, however many patients a site has.
+            steps = epochs * int(config.plan.max_steps or 0) * len(sites)
+        else:
+            steps = epochs * sum(steps_per_epoch(len(site.train), config.plan) for site in sites)
         return SettingResult(
             setting=setting,
-            per_round=[_base_dice(r, sites) for r in ordered],
+            per_round=per_round,
             steps=steps,
             seconds=seconds,
-            epsilon_round=_worst(per_round),
-            epsilon_total=_worst(cumulative),
+            epsilon_round=_worst([spend.epsilon for spend in spends]),
+            epsilon_total=_worst([total.epsilon for total in totals]),
             delta=max((spend.delta for spend in spends), default=0.0),
+            noise_multiplier=policy.noise_multiplier,
         )
 
 
@@ -181,14 +211,3 @@ def _worst(epsilons: Sequence[float | None]) -> float | None:
     if not epsilons or any(epsilon is None for epsilon in epsilons):
         return None
     return max(epsilon for epsilon in epsilons if epsilon is not None)
-
-
-def _base_dice(round_view: RoundView, sites: Sequence[SiteData]) -> RegionDice:
-    """Dice of a round's base model over all sites' validation cases, from the nodes' metrics."""
-    val_cases = {site.name: len(site.val) for site in sites}
-    scores = [
-        (update.metrics.dice_global, val_cases[update.node])
-        for update in round_view.updates
-        if update.metrics.dice_global is not None
-    ]
-    return weighted_dice(scores)

@@ -6,12 +6,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from benchmarks.quality.config import Setting
-from shared.schemas import RegionDice
+from shared.privacy.mechanisms import mechanism_for
+from shared.schemas import PrivacyUnit, RegionDice
 
 
 @dataclass(frozen=True)
 class SettingResult:
-    """Dice after every round (index 0: the initial model, -1: final) and privacy spent."""
+    """Dice after every round (index 0: the initial model, -1: final) and privacy spent.
+
+    ``noise_multiplier`` is the sigma the run applied (DP-SGD: derived by the aggregator
+    from the whole run's target epsilon); None without noise.
+    """
 
     setting: Setting
     per_round: list[RegionDice]
@@ -20,10 +25,18 @@ class SettingResult:
     epsilon_round: float | None = None
     epsilon_total: float | None = None
     delta: float = 0.0
+    noise_multiplier: float | None = None
 
     @property
     def final(self) -> RegionDice:
         return self.per_round[-1]
+
+    @property
+    def unit(self) -> PrivacyUnit:
+        """Whose data the epsilon protects: one patient (DP-SGD), a whole update, or none."""
+        if self.setting.policy is None:
+            return PrivacyUnit.NONE
+        return mechanism_for(self.setting.policy.mechanism).unit
 
 
 def weighted_dice(scores: Sequence[tuple[RegionDice, int]]) -> RegionDice:

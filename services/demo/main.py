@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from services.demo.holdout import HOLDOUT_FOLDER, score_model, write_holdout
 from services.demo.processes import (
     Kit,
     aggregator_env,
@@ -21,7 +22,6 @@ from services.demo.processes import (
     stop,
     wait_healthy,
 )
-from services.demo.holdout import HOLDOUT_FOLDER, score_model, write_holdout
 from services.demo.table import final_dice, final_hd95, format_hd95, privacy_table, round_table
 from services.node.data.synthetic_sites import uneven_site_sizes, write_site
 from shared.model import ModelConfig

@@ -16,7 +16,6 @@ from shared.schemas import (
     UpdateMetrics,
 )
 
-
 EXACT_SPEND = PrivacySpend(
     mechanism=MetricsRelease.EXACT,
     epsilon=None,

@@ -14,11 +14,11 @@ import httpx
 import torch
 from pydantic import ValidationError
 
+from services.node import ledger_cli
 from services.node.client import AggregatorClient
 from services.node.config import NodeSettings
 from services.node.data.cache import CACHE_FOLDER, CaseCache
 from services.node.data.layout import load_local_split
-from services.node import ledger_cli
 from services.node.ledger import PrivacyLedger, federation_id
 from services.node.runner import LocalData, NodeRunner, PrivacyGuard
 from services.node.state_lock import StateLock

@@ -252,7 +252,9 @@ class NodeRunner:
             f"(ledger entry {entry.seq}, sha256 {entry.sha256[:12]}…)"
         )
         if payload is None:
-            self._decline(task, f"{already} and its bytes are no longer kept; releasing nothing new")
+            self._decline(
+                task, f"{already} and its bytes are no longer kept; releasing nothing new"
+            )
             return
         log.info("round %d: %s; sending the same bytes again", task.round, already)
         try:

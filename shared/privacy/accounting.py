@@ -9,7 +9,7 @@ privacy officer reads; the node's ledger and the aggregator's run validation bot
   probability ``sample_rate`` and adding Gaussian noise of ``noise_multiplier`` times the
   L2 sensitivity. All such spends compose in Renyi DP (Mironov 2017; Mironov, Talwar and
   Zhang 2019 for the sampled Gaussian), converted once to (epsilon, delta) at the
-  target delta (Balle et al. 2020), by Opacus's RDPAccountant.
+  target delta (Balle et al. 2020), by ``shared.privacy.rdp``.
 - Every other spend is pure epsilon-DP and adds up by basic sequential composition
   (Dwork and Roth 2014, Theorem 3.14); the two groups are then added.
 
@@ -21,31 +21,18 @@ patient-level guarantee for everything the node released.
 from __future__ import annotations
 
 import math
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 
-from opacus.accountants import RDPAccountant
-
+from shared.privacy.rdp import ORDERS, RdpStep, epsilon_at
 from shared.schemas import PrivacySpend, PrivacyTotal
 
-RDP_METHOD = "RDP (Opacus RDPAccountant)"
-ALPHAS: tuple[float, ...] = (
-    *RDPAccountant.DEFAULT_ALPHAS,
-    *(64.0, 80.0, 96.0, 128.0, 192.0, 256.0, 384.0, 512.0, 768.0, 1024.0),
-)
-"""Opacus's default RDP orders plus larger ones, so small noise multipliers stay tight."""
-
-RdpStep = tuple[float, float, int]
-"""(noise multiplier in sensitivity units, sample rate, steps): one RDP history entry."""
+RDP_METHOD = "RDP (sampled Gaussian, exact integer orders)"
+ALPHAS = ORDERS
 
 
 def rdp_epsilon(history: Sequence[RdpStep], delta: float) -> float:
-    """Epsilon at ``delta`` of the composition of every (sampled) Gaussian in ``history``.
-
-    Opacus warns when the best order is at the edge of its grid; the bound is then still
-    valid, only looser, so that warning is silenced here.
-    """
+    """Epsilon at ``delta`` of the composition of every (sampled) Gaussian in ``history``."""
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     merged: Counter[tuple[float, float]] = Counter()
@@ -60,11 +47,7 @@ def rdp_epsilon(history: Sequence[RdpStep], delta: float) -> float:
     entries = [(sigma, rate, steps) for (sigma, rate), steps in merged.items() if steps]
     if not entries:
         return 0.0
-    accountant = RDPAccountant()
-    accountant.history = entries
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Optimal order is the")
-        return float(accountant.get_epsilon(delta=delta, alphas=list(ALPHAS)))
+    return epsilon_at(entries, delta)[0]
 
 
 def rdp_steps(spend: PrivacySpend) -> RdpStep | None:
@@ -74,10 +57,16 @@ def rdp_steps(spend: PrivacySpend) -> RdpStep | None:
     if sigma is None and rate is None and steps is None:
         return None
     factor, rounds = p.get("sensitivity_factor"), p.get("rounds")
-    if rate is None and steps is None and isinstance(factor, int | float) and factor > 0:
+    if (
+        rate is None
+        and steps is None
+        and isinstance(factor, int | float)
+        and factor > 0
+        and isinstance(sigma, int | float)
+        and isinstance(rounds, int)
+    ):
         # Ledgers written before protocol 2: an update-level Gaussian of raw sigma.
-        if isinstance(sigma, int | float) and isinstance(rounds, int):
-            return float(sigma) / float(factor), 1.0, rounds
+        return float(sigma) / float(factor), 1.0, rounds
     if not (
         isinstance(sigma, int | float)
         and isinstance(rate, int | float)

@@ -1,4 +1,4 @@
-"""Gaussian mechanism on a whole update (DP-FedAvg style), accounted with Opacus's RDP."""
+"""Gaussian mechanism on a whole update (DP-FedAvg style), accounted in Renyi DP."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from shared.privacy.accounting import ALPHAS, rdp_epsilon
 from shared.privacy.partial import float_flat
 from shared.schemas import Mechanism, PrivacySpend, PrivacyUnit
 
-ACCOUNTING = "RDP (Opacus RDPAccountant), sample rate 1"
+ACCOUNTING = "RDP (Gaussian, sample rate 1)"
 SENSITIVITY_FACTOR = 2.0
 """L2 sensitivity in units of S: two clipped updates differ by at most 2 S (replacement)."""
 __all__ = ["ACCOUNTING", "ALPHAS", "SENSITIVITY_FACTOR", "composed_gaussian_epsilon",
@@ -59,7 +59,7 @@ def gaussian_epsilon(noise_multiplier: float, rounds: int, delta: float) -> floa
     Neighbouring relation: two updates that may differ arbitrarily, each clipped to L2
     norm S (the relation the SVT mechanism uses too), so the L2 sensitivity is 2 S and the
     noise sigma S is sigma / 2 sensitivities. Every round releases (sample rate 1), so
-    rounds compose in Renyi DP (Mironov 2017); Opacus's RDPAccountant does the composition
+    rounds compose in Renyi DP (Mironov 2017); shared.privacy.rdp does the composition
     and the conversion to (epsilon, delta) (Balle et al. 2020).
     """
     if not 0.0 < noise_multiplier < math.inf:

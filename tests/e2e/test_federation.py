@@ -42,6 +42,8 @@ def test_two_nodes_complete_two_rounds_and_the_model_changes(
                     tmp_path / "nodes" / name,
                     OMP_NUM_THREADS="1",
                     FEDSEG_VAL_FRACTION="0.34",
+                    # Case counts are told only where the hospital opts in.
+                    FEDSEG_ANNOUNCE_CASE_COUNTS="1" if name == "site-2" else "0",
                 ),
                 tmp_path / f"{name}.log",
             )
@@ -83,3 +85,4 @@ def test_two_nodes_complete_two_rounds_and_the_model_changes(
         listed = {n["name"]: n for n in node.get("/api/v1/nodes").json()}
     assert listed["site-1"]["rounds_joined"] == 3
     assert listed["site-2"]["num_train_cases"] == 2
+    assert listed["site-1"]["num_train_cases"] is None

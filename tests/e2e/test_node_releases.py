@@ -145,5 +145,6 @@ def test_node_pays_for_laplace_noised_dice(site: Path, tmp_path: Path) -> None:
     manifest = next(s for s in script.sent if s.path.endswith("/update")).manifest()
     total = manifest["privacy_total"]
     assert isinstance(total, dict)
-    assert total["epsilon"] == pytest.approx(1001.0) and total["seq"] == 1
+    assert total["epsilon"] == pytest.approx(1001.0)
+    assert total["seq"] == 1
     assert json.loads(json.dumps(total))["ledger_id"] == ledger.ledger_id

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import func, select
@@ -170,12 +169,16 @@ def fold_totals(totals: Sequence[PrivacyTotal]) -> LedgerHistory:
                 f"ledger {previous.ledger_id} (its privacy ledger was replaced)"
             )
         highest = history.highest
-        if regression is None and highest is not None and total.epsilon is not None:
-            if total.epsilon < highest:
-                regression = (
-                    f"ledger regression: cumulative epsilon {total.epsilon:.4g} reported after "
-                    f"{highest:.4g}"
-                )
+        if (
+            regression is None
+            and highest is not None
+            and total.epsilon is not None
+            and total.epsilon < highest
+        ):
+            regression = (
+                f"ledger regression: cumulative epsilon {total.epsilon:.4g} reported after "
+                f"{highest:.4g}"
+            )
         if highest is not None and total.epsilon is not None:
             highest = max(highest, total.epsilon)
         else:

@@ -23,7 +23,11 @@ from shared.schemas import (
 Released = tuple[dict[str, torch.Tensor], dict[str, SparseTensor], PrivacySpend]
 """(dense tensors, sparse tensors, this release's spend)."""
 
-_METRICS_STRICTNESS = {MetricsRelease.EXACT: 0, MetricsRelease.LAPLACE: 1, MetricsRelease.WITHHELD: 2}
+_METRICS_STRICTNESS = {
+    MetricsRelease.EXACT: 0,
+    MetricsRelease.LAPLACE: 1,
+    MetricsRelease.WITHHELD: 2,
+}
 
 
 def _smaller(a: float | None, b: float | None) -> float | None:

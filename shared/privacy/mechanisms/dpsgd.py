@@ -103,5 +103,6 @@ class PatientDpSgd(PrivacyMechanism):
         )
         return (
             f"patient-level DP-SGD, sample rate {policy.sample_rate:g}, sigma "
-            f"{policy.noise_multiplier:.4g}, clip {policy.l2_clip:g}, delta {policy.delta:g}{target}"
+            f"{policy.noise_multiplier:.4g}, clip {policy.l2_clip:g}, "
+            f"delta {policy.delta:g}{target}"
         )

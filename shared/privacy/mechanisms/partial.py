@@ -48,7 +48,9 @@ class PartialSharing(PrivacyMechanism):
         return {}, sparse, spend
 
     def round_cost(self, policy: PrivacyPolicy, plan: TrainingPlan) -> PrivacySpend:
-        return PrivacySpend(mechanism=self.name, epsilon=None, accounting=ACCOUNTING, unit=self.unit)
+        return PrivacySpend(
+            mechanism=self.name, epsilon=None, accounting=ACCOUNTING, unit=self.unit
+        )
 
     def describe(self, policy: PrivacyPolicy) -> str:
         return f"partial sharing of fraction {policy.fraction:g} (not differential privacy)"

@@ -33,7 +33,9 @@ class SparseVector(PrivacyMechanism):
         generator: torch.Generator,
     ) -> Released:
         epsilon, clip = float(policy.epsilon or 0.0), float(policy.clip or 0.0)
-        sparse, spend = svt_release(kept, policy.fraction, epsilon, clip, policy.threshold, generator)
+        sparse, spend = svt_release(
+            kept, policy.fraction, epsilon, clip, policy.threshold, generator
+        )
         return {}, sparse, spend
 
     def round_cost(self, policy: PrivacyPolicy, plan: TrainingPlan) -> PrivacySpend:

@@ -143,7 +143,8 @@ def test_under_dp_the_update_carries_a_public_weight_and_no_measured_numbers(
     (update,) = federation.list_rounds()[0].updates
     assert update.num_samples == 3  # plan.max_steps, not the private count of cases
     assert update.metrics == UpdateMetrics(protection=MetricsRelease.WITHHELD)
-    assert update.privacy_total is not None and update.privacy_total.epsilon == 100.0
+    assert update.privacy_total is not None
+    assert update.privacy_total.epsilon == 100.0
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

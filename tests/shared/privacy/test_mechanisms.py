@@ -75,13 +75,15 @@ def test_dpsgd_validation_refuses_a_sigma_that_misses_the_target() -> None:
 
 
 def test_dpsgd_counts_steps_not_epochs() -> None:
-    with pytest.raises(ConfigurationError, match="set plan.local_epochs=1 and plan.max_steps"):
+    with pytest.raises(ConfigurationError, match=r"set plan\.local_epochs=1 and plan\.max_steps"):
         validate_run_policy(DPSGD, PLAN.model_copy(update={"local_epochs": 2}), rounds=1)
 
 
 def test_tighten_takes_every_stricter_setting() -> None:
-    run = PrivacyPolicy(mechanism=Mechanism.SVT, fraction=0.3, clip=0.1, epsilon=10.0,
-                        exclude=("a",), metrics=MetricsRelease.LAPLACE, metrics_epsilon=2.0)  # fmt: skip
+    run = PrivacyPolicy(
+        mechanism=Mechanism.SVT, fraction=0.3, clip=0.1, epsilon=10.0, exclude=("a",),
+        metrics=MetricsRelease.LAPLACE, metrics_epsilon=2.0,
+    )  # fmt: skip
     local = PrivacyPolicy(mechanism=Mechanism.SVT, fraction=0.1, clip=0.5, epsilon=4.0,
                           exclude=("b",), metrics=MetricsRelease.WITHHELD)  # fmt: skip
     tightened = mechanism_for(Mechanism.SVT).tighten(run, local)
@@ -100,5 +102,6 @@ def test_dpsgd_release_is_the_delta_itself_at_the_round_cost() -> None:
     delta = {"w": torch.tensor([0.5, -2.0, 0.1, 1.0])}
     spec = mechanism_for(Mechanism.DPSGD)
     dense, sparse, spend = spec.release(delta, policy, PLAN, torch.Generator().manual_seed(0))
-    assert torch.equal(dense["w"], delta["w"]) and sparse == {}
+    assert torch.equal(dense["w"], delta["w"])
+    assert sparse == {}
     assert spend == spec.round_cost(policy, PLAN)  # post-processing: nothing more to pay
