@@ -72,6 +72,14 @@ class PayloadTooLargeError(FedsegError):
     """The request body passed the configured size limit."""
 
 
+class StorageError(FedsegError):
+    """The aggregator could not write to its state folder (read-only, I/O error): retry later."""
+
+
+class StorageFullError(StorageError):
+    """The aggregator's disk or quota is full: nothing was stored; retry once space is freed."""
+
+
 class PermissionDeniedError(FedsegError):
     """The caller's certificate identity may not perform this action."""
 

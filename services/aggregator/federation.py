@@ -16,7 +16,7 @@ from services.aggregator.aggregation.strategy import Strategy
 from services.aggregator.core.blobs import BlobStore
 from services.aggregator.core.db import make_session_factory, upgrade_schema
 from services.aggregator.state import nodes, rounds, runs, updates, views
-from services.aggregator.state.models import ModelVersion, Round, Run
+from services.aggregator.state.models import ModelVersion, Round, Run, Update
 from services.aggregator.state.updates import Received
 from shared.errors import NotFoundError
 from shared.identity import Identity
@@ -40,6 +40,10 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _nothing(_phase: str) -> None:
+    return None
+
+
 class Federation:
     """Runs, rounds, updates and nodes, backed by SQL (SQLite or PostgreSQL) and blobs."""
 
@@ -57,6 +61,8 @@ class Federation:
         self._sessions: sessionmaker[Session] = make_session_factory(engine)
         self._model_cache: dict[str, bytes] = {}
         self._cache_lock = threading.Lock()
+        self.update_seam: updates.Seam = _nothing
+        """Called inside ``accept_update`` around the round's lock (a test seam)."""
 
     def migrate(self) -> None:
         upgrade_schema(self.engine)
@@ -66,8 +72,20 @@ class Federation:
         removed = self.blobs.clear_temporary()
         if removed:
             log.info("removed %d temporary files of interrupted uploads", removed)
+        orphans = self._remove_orphan_blobs()
+        if orphans:
+            log.info("removed %d stored blobs that no row references (interrupted writes)", orphans)
         while self.advance():
             pass
+
+    def _remove_orphan_blobs(self) -> int:
+        with self._sessions() as session:
+            referenced = set(session.scalars(select(ModelVersion.sha256)))
+            referenced.update(session.scalars(select(Update.sha256).where(Update.has_blob)))
+        orphans = [sha for sha in self.blobs.digests() if sha not in referenced]
+        for sha in orphans:
+            self.blobs.remove(sha)
+        return len(orphans)
 
     # --- runs (admin) ---
     def create_run(self, admin: Identity, body: RunCreate) -> RunView:
@@ -108,8 +126,9 @@ class Federation:
         with self._sessions.begin() as session:
             now = self.clock()
             result = updates.accept_update(
-                session, self.blobs, identity.name, run_id, number, received, now
-            )
+                session, self.blobs, identity.name, run_id, number, received, now,
+                self.update_seam,
+            )  # fmt: skip
             nodes.touch(session, identity, now)
             return result
 

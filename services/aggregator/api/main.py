@@ -29,7 +29,11 @@ _STATUS: tuple[tuple[type[errors.FedsegError], int], ...] = (
     (errors.PayloadTooLargeError, 413),
     (errors.UpdateRejectedError, 422),
     (errors.PolicyRejectedError, 422),
+    (errors.StorageFullError, 507),
+    (errors.StorageError, 503),
 )
+RETRY_AFTER_S = 30
+"""What a storage failure's ``Retry-After`` tells the client to wait."""
 
 
 def status_of(exc: errors.FedsegError) -> int:
@@ -47,7 +51,8 @@ async def _fedseg_error(request: Request, exc: Exception) -> JSONResponse:
     if chain:
         identity = "certified caller"
     log.warning("%s %s -> %d (%s): %s", request.method, request.url.path, code, identity, exc)
-    return JSONResponse({"detail": str(exc)}, status_code=code)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, errors.StorageError) else None
+    return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
 
 
 async def _ticker(app: FastAPI) -> None:

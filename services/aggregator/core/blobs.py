@@ -3,17 +3,44 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
-from shared.errors import NotFoundError, PayloadTooLargeError
+from shared.errors import NotFoundError, PayloadTooLargeError, StorageError, StorageFullError
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def storage_errors(temporary: Path, what: str) -> Iterator[None]:
+    """Turn an OSError of a blob write into StorageError; the temporary file never stays."""
+    try:
+        yield
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        reason = exc.strerror or type(exc).__name__
+        if exc.errno in _FULL:
+            raise StorageFullError(
+                f"the aggregator's disk is full ({reason}) while writing {what}; nothing was "
+                "stored: retry later (operator: free space in the state folder)"
+            ) from exc
+        raise StorageError(
+            f"the aggregator could not write {what} ({reason}); nothing was stored: retry "
+            "later (operator: check the state folder is writable)"
+        ) from exc
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def fsync_dir(path: Path) -> None:
@@ -44,6 +71,17 @@ class BlobStore:
             removed += 1
         return removed
 
+    def digests(self) -> Iterator[str]:
+        """Every blob's digest (files named like a SHA-256 under a two-hex-digit folder)."""
+        for folder in self.root.iterdir():
+            if folder.is_dir() and len(folder.name) == 2 and folder != self.tmp:
+                for blob in folder.iterdir():
+                    if _SHA.match(blob.name) and blob.name.startswith(folder.name):
+                        yield blob.name
+
+    def remove(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
+
     def path(self, sha256: str) -> Path:
         if not _SHA.match(sha256):
             raise NotFoundError(f"{sha256!r} is not a SHA-256 hex digest")
@@ -65,12 +103,13 @@ class BlobStore:
     def commit(self, temporary: Path, sha256: str) -> Path:
         """Move a fully written, fsynced temporary file into place under its digest."""
         final = self.path(sha256)
-        final.parent.mkdir(exist_ok=True)
-        if final.is_file():
-            temporary.unlink(missing_ok=True)
-            return final
-        temporary.replace(final)
-        fsync_dir(final.parent)
+        with storage_errors(temporary, f"blob {sha256[:12]}"):
+            final.parent.mkdir(exist_ok=True)
+            if final.is_file():
+                temporary.unlink(missing_ok=True)
+                return final
+            temporary.replace(final)
+            fsync_dir(final.parent)
         return final
 
     def put_bytes(self, data: bytes) -> str:
@@ -78,11 +117,12 @@ class BlobStore:
         if self.exists(sha256):
             return sha256
         temporary = self.new_temporary()
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        self.commit(temporary, sha256)
+        with storage_errors(temporary, f"blob {sha256[:12]}"):
+            with temporary.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.commit(temporary, sha256)
         return sha256
 
 
@@ -103,7 +143,8 @@ class IncomingBlob:
         self.path = store.new_temporary()
         self.size = 0
         self._digest = hashlib.sha256()
-        self._handle = self.path.open("wb")
+        with storage_errors(self.path, "an upload"):
+            self._handle = self.path.open("wb")
         self._batch: list[bytes] = []
         self._batched = 0
 
@@ -123,14 +164,16 @@ class IncomingBlob:
         self._batch.clear()
         self._batched = 0
         self._digest.update(data)
-        self._handle.write(data)
+        with storage_errors(self.path, "an upload"):
+            self._handle.write(data)
 
     def finish(self) -> str:
         """Write what is left and fsync (call from a worker thread); returns the SHA-256."""
         self._flush()
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
+        with storage_errors(self.path, "an upload"):
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
         return self._digest.hexdigest()
 
     def discard(self) -> None:

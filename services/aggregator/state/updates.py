@@ -1,14 +1,22 @@
-"""Accepting a node's update: every check first, then blob, then row; idempotent per node."""
+"""Accepting a node's update: every check first, then row, then blob; idempotent per node.
+
+Acceptance and the round's close serialise on the round's row: the accepting transaction
+re-confirms the round is open with a conditional write on it (``_hold_open``), which the
+close's compare-and-set (``rounds._begin_aggregating``) must wait for, and vice versa. So an
+update the aggregator answers 201 for is in its round's model, and one that arrives as the
+round closes is a 409 that stores nothing.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -117,7 +125,36 @@ def _check_binding(
         )
 
 
-def _insert(session: Session, rnd: Round, row: Update) -> tuple[UpdateReceipt, bool]:
+def _hold_open(session: Session, rnd: Round) -> None:
+    """Write-lock the round's row and confirm it is still open, or RoundNotOpenError.
+
+    A no-op update conditional on the state: on PostgreSQL it takes the row lock that the
+    close's compare-and-set also needs; on SQLite it takes the database's write lock. Either
+    way a close that committed after this transaction's checks is seen here, and a close
+    that comes later waits for this transaction and then counts its row.
+    """
+    result = session.execute(
+        update(Round)
+        .where(Round.id == rnd.id, Round.state == RoundState.OPEN)
+        .values(state=RoundState.OPEN)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        session.refresh(rnd)
+        raise RoundNotOpenError(
+            f"round {rnd.number} of run {rnd.run_id} closed (it is {rnd.state}) while this "
+            "upload was being checked; it is not part of the round and nothing was stored"
+        )
+
+
+Seam = Callable[[str], None]
+"""Called with "checked" (all checks passed) and "held" (the round's row is locked)."""
+
+
+def _insert(session: Session, rnd: Round, row: Update, seam: Seam) -> tuple[UpdateReceipt, bool]:
+    seam("checked")
+    _hold_open(session, rnd)
+    seam("held")
     try:
         with session.begin_nested():
             session.add(row)
@@ -130,6 +167,10 @@ def _insert(session: Session, rnd: Round, row: Update) -> tuple[UpdateReceipt, b
     return _receipt(rnd, row), True
 
 
+def _nothing(_phase: str) -> None:
+    return None
+
+
 def accept_update(
     session: Session,
     blobs: BlobStore,
@@ -138,11 +179,15 @@ def accept_update(
     number: int,
     received: Received,
     now: datetime,
+    seam: Seam = _nothing,
 ) -> tuple[UpdateReceipt, bool]:
     """Validate an uploaded update and record it; (receipt, newly_accepted).
 
-    Nothing is written unless every check passes: the temporary file is renamed into the
-    blob store only after validation, and the row commits after the rename.
+    Nothing is written unless every check passes: the row is inserted (under the round's
+    lock, ``_hold_open``) after validation, the temporary file is renamed into the blob
+    store after that, and the transaction commits last. A crash between the rename and the
+    commit leaves a blob without a row, which start-up removes. ``seam`` lets tests force
+    the race with the round's close at either side of the lock.
     """
     rnd = _round(session, run_id, number)
     previous = _existing(session, rnd, node, received.sha256)
@@ -153,7 +198,6 @@ def accept_update(
     check_against_spec(
         received.path, _spec(blobs.open_path(rnd.base_model)), manifest.sparse, manifest.excluded
     )
-    blobs.commit(received.path, received.sha256)
     row = Update(
         round_id=rnd.id,
         node=node,
@@ -169,7 +213,11 @@ def accept_update(
         size_bytes=received.size,
         accepted_at=now,
     )
-    return _insert(session, rnd, row)
+    receipt, new = _insert(session, rnd, row, seam)
+    if new:
+        session.flush()
+        blobs.commit(received.path, received.sha256)
+    return receipt, new
 
 
 def _accept_report(
@@ -213,7 +261,7 @@ def _accept_report(
         size_bytes=len(canonical),
         accepted_at=now,
     )
-    return _insert(session, rnd, row)
+    return _insert(session, rnd, row, _nothing)
 
 
 def accept_decline(

@@ -356,3 +356,54 @@ def test_non_finite_or_absurd_metrics_rejected_and_nothing_changes(
     assert f"\n{field}\n" in detail
     assert _snapshot(federation) == before
     assert client_as("admin").get("/api/v1/rounds").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "words"),
+    [(28, 507, "disk is full"), (30, 503, "could not write an upload")],  # ENOSPC, EROFS
+)
+def test_a_failing_disk_is_a_clear_status_keeps_nothing_and_recovers(
+    client_as: ClientAs,
+    federation: Federation,
+    started: dict[str, Task],
+    monkeypatch: pytest.MonkeyPatch,
+    error: int,
+    status: int,
+    words: str,
+) -> None:
+    import os
+
+    task = started["site-1"]
+    body = update_for(task, zero_delta(_base(federation, task)))
+    before = _snapshot(federation)
+    real_fsync = os.fsync
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    refused = _put(client_as("site-1"), task, body)
+    assert refused.status_code == status, refused.text
+    assert words in refused.json()["detail"]
+    assert refused.headers["retry-after"] == "30"
+    assert _snapshot(federation) == before  # no row, no blob, no temporary file
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space is back: the same upload now works
+    assert _put(client_as("site-1"), task, body).status_code == 201
+
+
+def test_blobs_without_a_row_are_collected_at_start_up(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    task = started["site-1"]
+    assert (
+        _put(
+            client_as("site-1"), task, update_for(task, zero_delta(_base(federation, task)))
+        ).status_code
+        == 201
+    )
+    kept = _snapshot(federation)
+    orphan = federation.blobs.put_bytes(b"an upload whose row never committed")
+    assert federation.blobs.exists(orphan)
+    federation.recover()
+    assert not federation.blobs.exists(orphan)
+    assert _snapshot(federation) == kept
