@@ -109,4 +109,5 @@ def evaluation_numbers(
         return UpdateMetrics(protection=mode), None, [WITHHELD_SPEND]
     spends: list[PrivacySpend] = []
     dice, count = _noised(validation, cases, policy, generator, spends)
-    return UpdateMetrics(dice_global=dice, protection=mode), count, spends
+    # No validation case: nothing was measured, so nothing is noised or paid for.
+    return UpdateMetrics(dice_global=dice, protection=mode), count, spends or [WITHHELD_SPEND]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,6 +72,15 @@ def _on(generator: torch.Generator, device: torch.device) -> bool:
     return generator.device.index in (None, index)
 
 
+DROPOUT = 2**64 - 1
+"""Spawn key of the dropout masks' seed within the crop entropy (no case key equals it)."""
+
+
+def _case_key(case: Case) -> int:
+    """A stable 63-bit key of the patient's case id (the same whoever else is in the set)."""
+    return int.from_bytes(hashlib.sha256(case.case_id.encode()).digest()[:8], "big") >> 1
+
+
 def train_local_dpsgd(
     model: torch.nn.Module,
     cases: Sequence[Case],
@@ -80,6 +91,7 @@ def train_local_dpsgd(
     sampling: torch.Generator,
     noise: torch.Generator,
     progress: Callable[[int, int, float], None] | None = None,
+    crop_entropy: int | None = None,
 ) -> TrainResult:
     """Train `model` in place with ``settings.steps`` DP-SGD steps; it is left on `device`.
 
@@ -102,8 +114,10 @@ def train_local_dpsgd(
     At most ``plan.batch_size`` patients' crops, activations and per-patient gradients are
     held at once: the same memory as a batch of train_local, plus its gradients. The step
     runs in float32 on CPU and CUDA alike, without autocast (per-patient norms at full
-    precision). Dropout draws from torch's global generator, which is forked and seeded from
-    the plan, so the global RNG is left untouched.
+    precision). Crops, augmentation and dropout masks draw from secret entropy (not the
+    plan's public seed), each patient's crop keyed by its case id, so no patient's
+    contribution depends on the others; torch's global generator is forked, so the
+    caller's RNG is left untouched. ``crop_entropy`` fixes that entropy (tests only).
 
     The returned num_samples (patients sampled at least once) and mean_loss (the mean over
     steps that sampled someone of the mean per-patient loss; NaN if none did) are private
@@ -126,8 +140,10 @@ def train_local_dpsgd(
             "cases of different shapes; use a crop no larger than the smallest volume"
         )
     crop = sizes.pop()
-    rng = np.random.default_rng(plan.seed)
-    entropy = int(rng.integers(2**63))
+    # Crops, augmentation and dropout draw from secret entropy, and each patient's crop is
+    # keyed by its own case id: what one patient contributes must not depend on which other
+    # patients the node has (their positions in the list), nor be known to the aggregator.
+    entropy = secrets.randbits(63) if crop_entropy is None else crop_entropy
     model.to(device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=plan.learning_rate)
@@ -143,7 +159,7 @@ def train_local_dpsgd(
     began = time.perf_counter()
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(int(rng.integers(2**63)))
+        torch.manual_seed(int(np.random.SeedSequence((entropy, DROPOUT)).generate_state(1)[0]))
         for step in range(settings.steps):
             members = [int(i) for i in poisson_sample(len(cases), settings.sample_rate, sampling)]
             summed = torch.zeros(size, dtype=torch.float32, device=device)
@@ -152,7 +168,7 @@ def train_local_dpsgd(
                 chunk = members[start : start + plan.batch_size]
                 for slot, patient in enumerate(chunk):
                     sample_rng = np.random.default_rng(
-                        np.random.SeedSequence((entropy, step, patient))
+                        np.random.SeedSequence((entropy, step, _case_key(cases[patient])))
                     )
                     augmented_crop_into(cases[patient], sample_rng, images[slot], labels[slot])
                 x = torch.from_numpy(images[: len(chunk)]).to(device)

@@ -216,6 +216,28 @@ class PrivacyLedger:
         self._retain(key)
         return entry
 
+    def run_total(
+        self, federation: str, run_id: int, extra: Sequence[PrivacySpend] = ()
+    ) -> PrivacyTotal:
+        """Composition of what was recorded for one run of one federation, plus ``extra``."""
+        spends = [
+            s
+            for e in self._entries
+            if (e.key.federation, e.key.run_id) == (federation, run_id)
+            for s in e.spends
+        ]
+        return compose([*spends, *extra], self.target_delta)
+
+    def federation_total(self, federation: str, extra: Sequence[PrivacySpend] = ()) -> PrivacyTotal:
+        """What this node tells one federation: its releases to that federation, composed.
+
+        ``seq`` counts those releases only, so no federation learns how much the node
+        released to others; the budget still holds over the whole ledger (``total``).
+        """
+        mine = [e for e in self._entries if e.key.federation == federation]
+        total = compose([*(s for e in mine for s in e.spends), *extra], self.target_delta)
+        return total.model_copy(update={"ledger_id": self.ledger_id, "seq": len(mine)})
+
     def total(self, extra: Sequence[PrivacySpend] = ()) -> PrivacyTotal:
         """Composition of every recorded spend plus ``extra``, with ledger_id and last seq."""
         spends = [s for e in self._entries for s in e.spends]

@@ -20,10 +20,11 @@ from services.node.config import NodeSettings
 from services.node.data.cache import CACHE_FOLDER, CaseCache
 from services.node.data.layout import load_local_split
 from services.node.ledger import PrivacyLedger, federation_id
+from services.node.privacy import delta_too_large
 from services.node.runner import LocalData, NodeRunner, PrivacyGuard
 from services.node.state_lock import StateLock
 from services.node.training import data_workers, select_device
-from shared.errors import FedsegError, ProtocolMismatchError
+from shared.errors import ConfigurationError, FedsegError, ProtocolMismatchError
 from shared.identity import identity_from_certificate
 from shared.pki import load_certificate
 from shared.schemas import PROTOCOL_VERSION, Announcement
@@ -98,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ledger = PrivacyLedger(settings.state_dir, settings.privacy_budget_delta)
         federation = federation_id(settings.tls_ca)
         data = load_local_data(settings)
+        if (
+            too_large := delta_too_large(settings.privacy_budget_delta, len(data.train))
+        ) is not None:
+            raise ConfigurationError(too_large)
         context = client_ssl_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
     except FedsegError as exc:
         print(f"fedseg-node: cannot start: {exc}", file=sys.stderr)

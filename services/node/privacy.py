@@ -5,7 +5,7 @@ from __future__ import annotations
 from shared.errors import ConfigurationError
 from shared.privacy.mechanisms import mechanism_for, validate_run_policy
 from shared.privacy.metrics import metrics_cost
-from shared.schemas import PrivacyPolicy, PrivacySpend, PrivacyTotal, PrivacyUnit, TrainingPlan
+from shared.schemas import PrivacyPolicy, PrivacySpend, PrivacyTotal, TrainingPlan
 
 
 def node_policy(
@@ -48,18 +48,36 @@ def remaining_cost(
     return spends
 
 
-def patient_delta_refusal(policy: PrivacyPolicy, patients: int) -> str | None:
-    """Why a patient-level delta is too large for this node (it must be below 1 / patients).
+def delta_too_large(delta: float, patients: int) -> str | None:
+    """Why a patient-level ``delta`` is too large for ``patients`` training patients, or None.
 
-    The reason names no count: how many patients a hospital has is itself private.
+    Checked once, locally, at start-up against the node's own budget delta (the delta its
+    ledger composes at): checked per task against a delta the aggregator picks, the yes or
+    no would let it binary-search the private number of patients.
     """
-    if mechanism_for(policy.mechanism).unit is not PrivacyUnit.PATIENT:
-        return None
-    if patients > 0 and policy.delta * patients < 1.0:
+    if delta * patients < 1.0:
         return None
     return (
-        f"delta {policy.delta:g} is not below 1 / (this node's number of training patients); "
-        "a patient-level guarantee needs a smaller delta"
+        f"FEDSEG_PRIVACY_BUDGET_DELTA {delta:g} is not below 1 / (number of training patients "
+        f"= {patients}); set a smaller delta, e.g. {0.1 / patients:.1g}"
+    )
+
+
+def local_target_refusal(local: PrivacyPolicy | None, run_so_far: PrivacyTotal) -> str | None:
+    """Why the rest of a run would pass the hospital's own ``target_epsilon`` for one run.
+
+    ``run_so_far`` composes what this run already cost (the ledger's spends for this
+    federation and run) with what the rest would cost, so an aggregator that understates a
+    run's rounds in each task still meets the local target once the spends add up.
+    """
+    if local is None or local.target_epsilon is None:
+        return None
+    if run_so_far.epsilon is not None and run_so_far.epsilon <= local.target_epsilon:
+        return None
+    spent = "unbounded" if run_so_far.epsilon is None else f"{run_so_far.epsilon:.4g}"
+    return (
+        f"this hospital's local target of epsilon {local.target_epsilon:g} per run would be "
+        f"passed: this run's epsilon would reach {spent}"
     )
 
 

@@ -18,7 +18,7 @@ from services.node.disclosure import evaluation_numbers, public_weight, update_m
 from services.node.dpsgd_training import DpSgdSettings, train_local_dpsgd
 from services.node.evaluation import Validation, validate
 from services.node.ledger import LedgerEntry, PrivacyLedger, ReleaseKey, ReleaseKind
-from services.node.privacy import node_policy, over_budget, patient_delta_refusal, remaining_cost
+from services.node.privacy import local_target_refusal, node_policy, over_budget, remaining_cost
 from services.node.progress import ProgressBar
 from services.node.training import TrainResult, train_local, weight_delta
 from shared import errors
@@ -42,7 +42,14 @@ from shared.tensors import load_file, update_bytes
 
 log = logging.getLogger("fedseg.node")
 TERMINAL = (RunState.COMPLETED, RunState.FAILED, RunState.ABORTED)
-REFUSED_AGAIN = (errors.PermissionDeniedError, errors.InvalidRequestError, errors.ConflictError)
+REFUSED_AGAIN = (
+    errors.PermissionDeniedError,
+    errors.InvalidRequestError,
+    errors.ConflictError,
+    errors.NotFoundError,
+    errors.PayloadTooLargeError,
+    errors.UpdateRejectedError,
+)
 """What the aggregator may answer to a release sent again for a re-issued task."""
 
 
@@ -129,13 +136,16 @@ class NodeRunner:
 
     def _refusal(self, task: Task, policy: PrivacyPolicy) -> str | None:
         """Why this node must not train for the task, or None (checked before any training)."""
-        refusal = patient_delta_refusal(policy, len(self.data.train))
-        if refusal is not None:
-            return refusal
         reports = 2 if self.data.val else 0
         rest = remaining_cost(policy, task.plan, max(1, task.rounds - task.round + 1), reports)
+        ledger = self.guard.ledger
+        refusal = local_target_refusal(
+            self.guard.local_policy, ledger.run_total(self.guard.federation, task.run_id, rest)
+        )
+        if refusal is not None:
+            return refusal
         return over_budget(
-            self.guard.ledger.total(extra=rest), self.guard.budget_epsilon, self.guard.budget_delta
+            ledger.total(extra=rest), self.guard.budget_epsilon, self.guard.budget_delta
         )
 
     def _base_model(self, task: Task) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
@@ -240,8 +250,8 @@ class NodeRunner:
         )
 
     def _total_after(self, spends: Sequence[PrivacySpend]) -> PrivacyTotal:
-        """The ledger's total once ``spends`` are recorded as its next entry."""
-        total = self.guard.ledger.total(extra=spends)
+        """This federation's total once ``spends`` are recorded as its next entry."""
+        total = self.guard.ledger.federation_total(self.guard.federation, extra=spends)
         return total.model_copy(update={"seq": (total.seq or 0) + 1})
 
     def _send_again(self, task: Task, entry: LedgerEntry) -> None:
@@ -277,7 +287,7 @@ class NodeRunner:
                 task_nonce=task.task_nonce,
                 base_model=task.base_model,
                 reason=reason[:1000],
-                privacy_total=self.guard.ledger.total(),
+                privacy_total=self.guard.ledger.federation_total(self.guard.federation),
             )
         )
 

@@ -59,15 +59,27 @@ def _log_binomials(order: int) -> npt.NDArray[np.float64]:
 
 @cache
 def _integer_log_a(sigma: float, q: float, order: int) -> float:
-    k = np.arange(order + 1, dtype=np.float64)
-    terms = (
-        _log_binomials(order)
-        + (order - k) * math.log1p(-q)
-        + k * math.log(q)
-        + (k * k - k) / (2.0 * sigma * sigma)
-    )
-    peak = float(terms.max())
-    return peak + math.log(float(np.exp(terms - peak).sum()))
+    """log A_alpha as log1p(A_alpha - 1), with A - 1 summed from positive terms only.
+
+    The binomial weights sum to 1 and the k = 0, 1 terms have exponent 0, so
+    A - 1 = sum_{k>=2} C(alpha, k) (1 - q)^(alpha - k) q^k (exp((k^2 - k) / (2 sigma^2)) - 1):
+    no cancellation, so a tiny A - 1 (small q) keeps its precision.
+    """
+    k = np.arange(2, order + 1, dtype=np.float64)
+    with np.errstate(all="ignore"):  # extreme sigmas give inf or nan, refused below
+        exponent = (k * k - k) / (2.0 * sigma * sigma)
+        # log(e^x - 1) = x + log(1 - e^-x), safe for every finite x > 0
+        log_excess = exponent + np.log(-np.expm1(-exponent))
+        terms = (
+            _log_binomials(order)[2:] + (order - k) * math.log1p(-q) + k * math.log(q) + log_excess
+        )
+        peak = float(terms.max())
+        log_excess_total = peak + math.log(float(np.exp(terms - peak).sum()))
+    if not math.isfinite(log_excess_total):
+        raise ArithmeticError(f"RDP at order {order} overflows at sigma {sigma}, q {q}")
+    if log_excess_total < 0.0:
+        return math.log1p(math.exp(log_excess_total))
+    return log_excess_total + math.log1p(math.exp(-log_excess_total))
 
 
 def _log_erfc(x: float) -> float:
@@ -150,7 +162,12 @@ def composed_rdp(history: Sequence[RdpStep], order: float) -> float:
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         if steps:
-            total += steps * step_rdp(sigma, rate, order)
+            try:
+                total += steps * step_rdp(sigma, rate, order)
+            except (ArithmeticError, ValueError) as err:
+                if isinstance(err, ValueError) and "must be" in str(err):
+                    raise
+                return math.inf  # this order cannot be evaluated: it gives no bound
     return total
 
 
@@ -163,6 +180,8 @@ def epsilon_at(history: Sequence[RdpStep], delta: float) -> tuple[float, float]:
     best, best_order = math.inf, ORDERS[0]
     for order in ORDERS:
         rdp = composed_rdp(history, order)
+        if not math.isfinite(rdp):
+            continue
         epsilon = (
             rdp
             + math.log((order - 1.0) / order)

@@ -14,6 +14,13 @@ from shared.schemas import Mechanism, PrivacyPolicy, PrivacySpend, PrivacyUnit, 
 ACCOUNTING = f"{RDP_METHOD}, Poisson-sampled Gaussian per step (Abadi et al. 2016)"
 
 
+MIN_SAMPLE_RATE = 1e-4
+"""Below this the RDP series' sums sit too close to 1 for float64 (and no site samples so
+few patients per step)."""
+SIGMA_RANGE = (1e-2, 1e4)
+"""Noise multipliers the accountant handles exactly; outside, a policy is refused."""
+
+
 class PatientDpSgd(PrivacyMechanism):
     """DP-SGD with patients as the privacy unit (Abadi et al., CCS 2016).
 
@@ -48,6 +55,15 @@ class PatientDpSgd(PrivacyMechanism):
             )
         q, steps = float(checked.sample_rate or 0.0), plan.max_steps * rounds
         sigma, target = checked.noise_multiplier, checked.target_epsilon
+        if q < MIN_SAMPLE_RATE:
+            raise ConfigurationError(
+                f"sample_rate {q:g} is below {MIN_SAMPLE_RATE:g}, where the accountant loses "
+                "precision; sample more patients per step"
+            )
+        if sigma is not None and not SIGMA_RANGE[0] <= sigma <= SIGMA_RANGE[1]:
+            raise ConfigurationError(
+                f"noise_multiplier {sigma:g} is outside [{SIGMA_RANGE[0]:g}, {SIGMA_RANGE[1]:g}]"
+            )
         if sigma is None and target is None:
             raise ConfigurationError(
                 "the dpsgd mechanism needs noise_multiplier (sigma) or target_epsilon, "

@@ -12,7 +12,7 @@ from monai.losses.dice import DiceLoss
 
 from services.node.data.cases import Case
 from services.node.data.crops import augmented_crop
-from services.node.dpsgd_training import DpSgdSettings, train_local_dpsgd
+from services.node.dpsgd_training import DpSgdSettings, _case_key, train_local_dpsgd
 from services.node.training import TrainResult
 from shared.model import ModelConfig, build_model, initial_state
 from shared.privacy.dpsgd import poisson_sample
@@ -43,6 +43,7 @@ def _train(
     sampling: int = 0,
     noise: int = 0,
     progress: list[tuple[int, int, float]] | None = None,
+    crops: int | None = 11,
 ) -> TrainResult:
     calls = progress if progress is not None else []
     return train_local_dpsgd(
@@ -54,6 +55,7 @@ def _train(
         sampling=_gen(sampling),
         noise=_gen(noise),
         progress=lambda s, t, loss: calls.append((s, t, loss)),
+        crop_entropy=crops,
     )
 
 
@@ -83,14 +85,24 @@ def test_train_local_dpsgd_changes_weights_and_counts_sampled_patients() -> None
 
 
 def test_train_local_dpsgd_reproducible_with_the_same_generators() -> None:
-    first, second, other_noise, other_sample = (tiny_model() for _ in range(4))
+    first, second, other_noise, other_sample, other_crops, secret = (tiny_model() for _ in range(6))
     a, b = _train(first), _train(second)
     _train(other_noise, noise=1)
     _train(other_sample, sampling=5)
+    _train(other_crops, crops=12)
+    _train(secret, crops=None)  # the node's default: fresh secret crop entropy
     assert _equal(_state(first), _state(second))
     assert (a.num_samples, a.mean_loss) == (b.num_samples, b.mean_loss)
-    assert not _equal(_state(first), _state(other_noise))
-    assert not _equal(_state(first), _state(other_sample))
+    for other in (other_noise, other_sample, other_crops, secret):
+        assert not _equal(_state(first), _state(other))
+
+
+def test_a_patients_crops_do_not_depend_on_the_other_patients() -> None:
+    """Removing a patient leaves every other patient's crop seed as it was (keyed by case id)."""
+    cases = _cases(4)
+    keys = [_case_key(c) for c in cases]
+    assert [_case_key(c) for c in cases[1:]] == keys[1:]
+    assert len(set(keys)) == 4
 
 
 def test_train_local_dpsgd_leaves_global_rng_untouched() -> None:
@@ -119,9 +131,9 @@ def test_train_local_dpsgd_empty_sample_still_takes_a_noise_step() -> None:
 
 def test_train_local_dpsgd_gradient_is_the_clipped_sum_over_the_normaliser() -> None:
     """q = 1, noise std 1e-9 C: step 1's gradient is sum_i clip_C(g_i) / normaliser, g_i the
-    Dice gradient of patient i's crop (seeded by plan.seed, step 0, patient i). C = 1e-3 is
-    below every g_i's norm, so every patient is clipped. Tolerance: float32 sums, atol 1e-8
-    on components of at most C / 2 = 5e-4."""
+    Dice gradient of patient i's crop (seeded by the crop entropy, step 0 and patient i's
+    case id). C = 1e-3 is below every g_i's norm, so every patient is clipped. Tolerance:
+    float32 sums, atol 1e-8 on components of at most C / 2 = 5e-4."""
     cases = _cases()
     model = tiny_model()
     captured: list[torch.Tensor] = []
@@ -133,14 +145,14 @@ def test_train_local_dpsgd_gradient_is_the_clipped_sum_over_the_normaliser() -> 
 
     settings = DpSgdSettings(1.0, 1e-9, 1e-3, steps=1, normaliser=2)
     train_local_dpsgd(
-        model, cases, PLAN, settings, CPU, sampling=_gen(0), noise=_gen(0), progress=capture
-    )
+        model, cases, PLAN, settings, CPU, sampling=_gen(0), noise=_gen(0), progress=capture,
+        crop_entropy=7,
+    )  # fmt: skip
     reference = tiny_model()
-    entropy = int(np.random.default_rng(PLAN.seed).integers(2**63))
     loss_fn = DiceLoss(sigmoid=True, smooth_nr=0.0, smooth_dr=1e-5, squared_pred=True)
     expected = torch.zeros_like(captured[0])
-    for i, case in enumerate(cases):
-        rng = np.random.default_rng(np.random.SeedSequence((entropy, 0, i)))
+    for case in cases:
+        rng = np.random.default_rng(np.random.SeedSequence((7, 0, _case_key(case))))
         image, label = augmented_crop(case, (16, 16, 16), rng)
         reference.zero_grad(set_to_none=True)
         loss = loss_fn(reference(torch.from_numpy(image)[None]), torch.from_numpy(label)[None])

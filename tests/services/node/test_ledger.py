@@ -629,3 +629,20 @@ def test_record_by_a_stale_instance_is_refused(tmp_path: Path) -> None:
         "recorded"
     )
     assert [e.key for e in PrivacyLedger(tmp_path).entries()] == [key(1)]
+
+
+def test_a_federation_is_told_only_its_own_releases_and_the_run_total_is_per_run(
+    tmp_path: Path,
+) -> None:
+    ledger = PrivacyLedger(tmp_path)
+    ledger.record(key(1), [svt(2.0)], b"a1")
+    ledger.record(key(1, federation=FED_B), [svt(30.0)], b"b1")
+    ledger.record(key(2), [svt(3.0)], b"a2")
+    ledger.record(key(1, run_id=2), [svt(7.0)], b"a-run2")
+    told_a = ledger.federation_total(FED_A)
+    assert (told_a.epsilon, told_a.seq, told_a.ledger_id) == (12.0, 3, ledger.ledger_id)
+    told_b = ledger.federation_total(FED_B, extra=[svt(1.0)])
+    assert (told_b.epsilon, told_b.seq) == (31.0, 1)
+    assert ledger.run_total(FED_A, 1).epsilon == 5.0
+    assert ledger.run_total(FED_B, 1, extra=[svt(1.0)]).epsilon == 31.0
+    assert ledger.total().epsilon == 42.0  # the budget still sees everything

@@ -6,7 +6,13 @@ import re
 
 import pytest
 
-from services.node.privacy import node_policy, over_budget, patient_delta_refusal, remaining_cost
+from services.node.privacy import (
+    delta_too_large,
+    local_target_refusal,
+    node_policy,
+    over_budget,
+    remaining_cost,
+)
 from shared.errors import ConfigurationError
 from shared.schemas import Mechanism, MetricsRelease, PrivacyPolicy, PrivacyTotal, TrainingPlan
 
@@ -55,14 +61,29 @@ def test_remaining_cost_covers_every_round_left_and_its_reports() -> None:
     assert [s.epsilon for s in remaining_cost(RUN, PLAN, 2, 2)] == [10.0, 10.0]
 
 
-def test_patient_delta_must_be_below_one_over_the_patients() -> None:
-    dpsgd = PrivacyPolicy(mechanism=Mechanism.DPSGD, delta=0.01)
-    assert patient_delta_refusal(dpsgd, 100) == (
-        "delta 0.01 is not below 1 / (this node's number of training patients); "
-        "a patient-level guarantee needs a smaller delta"
+def test_the_budget_delta_must_be_below_one_over_the_patients() -> None:
+    assert delta_too_large(0.01, 100) == (
+        "FEDSEG_PRIVACY_BUDGET_DELTA 0.01 is not below 1 / (number of training patients "
+        "= 100); set a smaller delta, e.g. 0.001"
     )
-    assert patient_delta_refusal(dpsgd, 99) is None  # 0.01 < 1 / 99
-    assert patient_delta_refusal(RUN.model_copy(update={"delta": 0.5}), 1) is None  # update level
+    assert delta_too_large(0.01, 99) is None  # 0.01 < 1 / 99
+    assert delta_too_large(1e-5, 0) is None  # nothing to train on, nothing to protect
+
+
+def test_a_local_target_counts_what_the_run_already_spent() -> None:
+    local = PrivacyPolicy(mechanism=Mechanism.DPSGD, target_epsilon=2.0)
+
+    def total(epsilon: float | None) -> PrivacyTotal:
+        return PrivacyTotal(epsilon=epsilon, delta=1e-5, releases=3, accounting="RDP")
+
+    assert local_target_refusal(local, total(1.9)) is None
+    assert local_target_refusal(None, total(50.0)) is None
+    assert local_target_refusal(PrivacyPolicy(mechanism=Mechanism.DPSGD), total(50.0)) is None
+    assert local_target_refusal(local, total(2.5)) == (
+        "this hospital's local target of epsilon 2 per run would be passed: this run's "
+        "epsilon would reach 2.5"
+    )
+    assert "would reach unbounded" in (local_target_refusal(local, total(None)) or "")
 
 
 def test_budget_messages() -> None:

@@ -105,3 +105,18 @@ def test_dpsgd_release_is_the_delta_itself_at_the_round_cost() -> None:
     assert torch.equal(dense["w"], delta["w"])
     assert sparse == {}
     assert spend == spec.round_cost(policy, PLAN)  # post-processing: nothing more to pay
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        ({"sample_rate": 5e-5}, "sample_rate 5e-05 is below 0.0001"),
+        ({"target_epsilon": None, "noise_multiplier": 1e-3}, "noise_multiplier 0.001 is outside"),
+        ({"target_epsilon": None, "noise_multiplier": 2e4}, "noise_multiplier 20000 is outside"),
+    ],
+)
+def test_dpsgd_refuses_settings_the_accountant_cannot_hold(
+    update: dict[str, float | None], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        validate_run_policy(DPSGD.model_copy(update=update), PLAN, rounds=1)

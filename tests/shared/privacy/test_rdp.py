@@ -106,3 +106,27 @@ def test_the_accountant_needs_neither_torch_nor_opacus() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
     )
     assert (result.returncode, result.stdout) == (0, "2.381\n"), result.stderr
+
+
+@pytest.mark.parametrize(("q", "sigma", "alpha"), [(1e-6, 1.0, 2), (1e-9, 1.0, 2), (1e-4, 0.8, 3)])
+def test_integer_orders_keep_their_precision_at_tiny_sample_rates(
+    q: float, sigma: float, alpha: int
+) -> None:
+    import mpmath  # type: ignore[import-untyped]
+
+    mpmath.mp.dps = 60
+    exact = sum(
+        mpmath.binomial(alpha, k) * (1 - mpmath.mpf(q)) ** (alpha - k) * mpmath.mpf(q) ** k
+        * mpmath.e ** (mpmath.mpf(k * k - k) / (2 * mpmath.mpf(sigma) ** 2))
+        for k in range(alpha + 1)
+    )  # fmt: skip
+    assert step_rdp(sigma, q, alpha) == pytest.approx(
+        float(mpmath.log(exact) / (alpha - 1)), rel=1e-12
+    )
+
+
+def test_orders_that_cannot_be_evaluated_give_no_bound_instead_of_an_error() -> None:
+    assert epsilon_at([(1e-200, 0.5, 10)], 1e-5)[0] == math.inf
+    epsilon, order = epsilon_at([(60.0, 0.5, 10)], 1e-5)
+    assert 0.0 < epsilon < 1.0
+    assert float(order).is_integer()
