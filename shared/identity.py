@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.errors import PKIError
 
@@ -54,10 +55,44 @@ def identity_from_certificate(cert: x509.Certificate) -> Identity:
     return Identity(name=name, role=role, serial=cert.serial_number)
 
 
+CLIENT_ROLES = frozenset({Role.NODE, Role.ADMIN})
+"""The roles that may call the aggregator; a server certificate only answers."""
+
+
+def client_identity(cert: x509.Certificate) -> Identity:
+    """The identity of a client certificate, checked as the federation CA issues them.
+
+    Beyond the TLS layer's chain check: the role is a client role (node or admin), the
+    certificate allows TLS client authentication (extended key usage clientAuth), and the
+    name follows the rule fedseg-pki applies (it is used in paths and file names).
+    """
+    identity = identity_from_certificate(cert)
+    if identity.role not in CLIENT_ROLES:
+        raise PKIError(
+            f"certificate of {identity.name[:64]!r} has role {identity.role}, which cannot act "
+            "as a client: only node and admin certificates may call the aggregator"
+        )
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is None or ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
+        raise PKIError(
+            f"certificate of {identity.name[:64]!r} does not allow TLS client authentication "
+            "(no clientAuth extended key usage); issue it with fedseg-pki"
+        )
+    if not re.fullmatch(NAME_PATTERN, identity.name):
+        raise PKIError(
+            f"certificate common name {identity.name[:64]!r} is not a valid fedseg name "
+            "(letters, digits, '.', '_' and '-', at most 63, starting with a letter or digit)"
+        )
+    return identity
+
+
 def identity_from_der(der: bytes) -> Identity:
-    """Parse a DER certificate (as ``SSLObject.getpeercert(binary_form=True)`` returns)."""
+    """A client's identity from its DER certificate (``getpeercert(binary_form=True)``)."""
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise PKIError(f"peer certificate is not valid DER: {exc}") from exc
-    return identity_from_certificate(cert)
+    return client_identity(cert)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 from shared.identity import NAME_PATTERN
 
@@ -23,6 +23,17 @@ MANIFEST_KEY = "fedseg.manifest"
 
 
 NodeName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+INT32_MAX = 2**31 - 1
+INT63_MAX = 2**63 - 1
+MAX_COUNT = 1_000_000_000
+"""The largest case or sample count any body may carry (it fits every database column)."""
+# Integers on the wire: JSON integers only (no "1", no true), in ranges both databases store.
+Number = Annotated[int, Strict(), Field(ge=1, le=INT32_MAX)]
+"""A run id or round number."""
+Count = Annotated[int, Strict(), Field(ge=0, le=MAX_COUNT)]
+Weight = Annotated[int, Strict(), Field(ge=1, le=MAX_COUNT)]
+Seed = Annotated[int, Strict(), Field(ge=0, le=INT63_MAX)]
 
 
 class _Strict(BaseModel):

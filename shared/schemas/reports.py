@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from shared.schemas.base import SHA256_PATTERN, _Strict
+from shared.schemas.base import SHA256_PATTERN, Count, Number, Weight, _Strict
 from shared.schemas.metrics import UpdateMetrics
 from shared.schemas.privacy import PrivacySpend, PrivacyTotal
 
@@ -14,13 +14,13 @@ from shared.schemas.privacy import PrivacySpend, PrivacyTotal
 class Announcement(_Strict):
     """What a node tells the aggregator about itself when it starts."""
 
-    protocol: int = Field(ge=1)
+    protocol: Number
     """The node's PROTOCOL_VERSION; the aggregator refuses any other."""
     software_version: str = Field(max_length=64)
     device: str = Field(max_length=64)
-    num_train_cases: int | None = Field(default=None, ge=0)
+    num_train_cases: Count | None = None
     """Sent only when the hospital opts in (FEDSEG_ANNOUNCE_CASE_COUNTS): a count is private."""
-    num_val_cases: int | None = Field(default=None, ge=0)
+    num_val_cases: Count | None = None
 
 
 class UpdateManifest(_Strict):
@@ -31,11 +31,11 @@ class UpdateManifest(_Strict):
     ``excluded`` are absent. Every other tensor of the model travels dense.
     """
 
-    run_id: int = Field(ge=1)
-    round: int = Field(ge=1)
+    run_id: Number
+    round: Number
     task_nonce: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
     base_model: str = Field(pattern=SHA256_PATTERN)
-    num_samples: int = Field(ge=1)
+    num_samples: Weight
     """The FedAvg weight: the cases trained on, or under a DP policy a public figure from the
     plan (its max_steps, else 1), since a sample count is private."""
     metrics: UpdateMetrics = UpdateMetrics()
@@ -48,8 +48,8 @@ class UpdateManifest(_Strict):
 class Decline(_Strict):
     """A node's refusal to release an update this round (e.g. its privacy budget is spent)."""
 
-    run_id: int = Field(ge=1)
-    round: int = Field(ge=1)
+    run_id: Number
+    round: Number
     task_nonce: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
     base_model: str = Field(pattern=SHA256_PATTERN)
     reason: str = Field(min_length=1, max_length=1000)
@@ -59,11 +59,11 @@ class Decline(_Strict):
 class EvaluationReport(_Strict):
     """A node's measurement of the final global model (evaluation rounds carry no tensors)."""
 
-    run_id: int = Field(ge=1)
-    round: int = Field(ge=1)
+    run_id: Number
+    round: Number
     task_nonce: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
     base_model: str = Field(pattern=SHA256_PATTERN)
-    num_samples: int | None = Field(default=None, ge=0, description="validation cases measured")
+    num_samples: Count | None = Field(default=None, description="validation cases measured")
     """None when withheld; a noised count under metrics=laplace."""
     metrics: UpdateMetrics
     privacy: PrivacySpend | None = None

@@ -6,7 +6,7 @@ import ssl
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 
 from services.aggregator.core.config import AggregatorSettings
 from services.aggregator.core.notify import Signal
@@ -15,6 +15,7 @@ from services.aggregator.state.nodes import check_protocol
 from shared.errors import ConflictError, PKIError
 from shared.identity import Identity, Role, identity_from_der
 from shared.schemas import PROTOCOL_HEADER
+from shared.schemas.base import INT32_MAX
 
 
 def get_federation(request: Request) -> Federation:
@@ -62,6 +63,11 @@ def current_identity(request: Request, federation: FederationDep) -> Identity:
 
 
 CurrentIdentity = Annotated[Identity, Depends(current_identity)]
+
+RunId = Annotated[int, Path(ge=1, le=INT32_MAX, description="a run id")]
+RoundNumber = Annotated[int, Path(ge=1, le=INT32_MAX, description="a round number")]
+RunFilter = Annotated[int | None, Query(ge=1, le=INT32_MAX, description="a run id")]
+"""Ids and numbers in paths and queries: out of what the database stores is a 422."""
 
 
 def _require(role: Role, action: str) -> object:

@@ -149,6 +149,15 @@ def _weighted_updates(
         yield WeightedUpdate(node=row.node, weight=float(row.num_samples), tensors=tensors)
 
 
+def _non_finite(model: dict[str, torch.Tensor]) -> str | None:
+    """The first tensor of ``model`` holding NaN or infinity, described, or None."""
+    for name, tensor in model.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            return f"{bad} of {tensor.numel()} values of {name} are NaN or infinite"
+    return None
+
+
 def finish_round(
     session: Session, blobs: BlobStore, strategy: Strategy, run: Run, rnd: Round, now: datetime
 ) -> None:
@@ -165,6 +174,11 @@ def finish_round(
         merged: dict[str, torch.Tensor] = strategy.aggregate(
             base, _weighted_updates(session, blobs, rnd, spec_of(base))
         )
+        broken = _non_finite(merged)
+        if broken is not None:
+            # Never publish it: every node would train from a model of infinities.
+            _fail(run, rnd, now, f"the aggregated model is not finite ({broken})")
+            return
         data = to_bytes(merged)
         result_sha = blobs.put_bytes(data)
         if session.get(ModelVersion, result_sha) is None:

@@ -21,7 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.aggregator.core.blobs import BlobStore
-from services.aggregator.state.models import Round, Task, Update
+from services.aggregator.state.models import Node, Round, Run, Task, Update
+from services.aggregator.state.weights import weight_refusal
 from shared.errors import (
     DuplicateUpdateError,
     InvalidRequestError,
@@ -29,12 +30,15 @@ from shared.errors import (
     PermissionDeniedError,
     RoundNotOpenError,
     StaleModelError,
+    UpdateRejectedError,
 )
 from shared.schemas import (
     Decline,
     EvaluationReport,
+    PrivacyPolicy,
     RoundKind,
     RoundState,
+    TrainingPlan,
     UpdateManifest,
     UpdateMetrics,
     UpdateReceipt,
@@ -151,6 +155,20 @@ Seam = Callable[[str], None]
 """Called with "checked" (all checks passed) and "held" (the round's row is locked)."""
 
 
+def _check_weight(session: Session, rnd: Round, node: str, claimed: int) -> None:
+    run = session.get(Run, rnd.run_id)
+    assert run is not None
+    announced = session.get(Node, node)
+    refusal = weight_refusal(
+        claimed,
+        PrivacyPolicy.model_validate(run.privacy_json),
+        TrainingPlan.model_validate(run.plan_json),
+        announced.num_train_cases if announced is not None else None,
+    )
+    if refusal is not None:
+        raise UpdateRejectedError(f"update refused: {refusal}; nothing was stored")
+
+
 def _insert(session: Session, rnd: Round, row: Update, seam: Seam) -> tuple[UpdateReceipt, bool]:
     seam("checked")
     _hold_open(session, rnd)
@@ -195,6 +213,7 @@ def accept_update(
         return previous, False
     manifest = read_manifest(received.path)
     _check_binding(session, rnd, node, manifest, RoundKind.TRAIN)
+    _check_weight(session, rnd, node, manifest.num_samples)
     check_against_spec(
         received.path, _spec(blobs.open_path(rnd.base_model)), manifest.sparse, manifest.excluded
     )

@@ -32,7 +32,7 @@ def tiny_run(**overrides: object) -> RunCreate:
         "min_nodes": 1,
         "round_timeout_s": 60.0,
         "model": TINY,
-        "plan": TrainingPlan(max_steps=1, crop_size=(8, 8, 8)),
+        "plan": TrainingPlan(max_steps=4, crop_size=(8, 8, 8)),
         "seed": 7,
     }
     fields.update(overrides)

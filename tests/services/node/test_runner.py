@@ -77,7 +77,7 @@ def test_node_trains_and_its_update_is_accepted(
     (first, *_) = federation.list_rounds()
     assert first.reported_nodes == ["site-1"]
     (update,) = first.updates
-    assert update.num_samples == 1  # max_steps=1, batch 1: one distinct case trained on
+    assert update.num_samples == 2  # max_steps=4, batch 1: both training cases trained on
     assert update.metrics.dice_global is not None
     assert update.metrics.dice_local is not None
     assert update.metrics.hd95_global is None  # the plan did not ask for it

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from services.aggregator.api.deps import AdminNode, ChangesDep, CurrentIdentity, FederationDep
+from services.aggregator.api.deps import (
+    AdminNode,
+    ChangesDep,
+    CurrentIdentity,
+    FederationDep,
+    RunId,
+)
 from shared.schemas import RunCreate, RunState, RunView
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -25,13 +31,13 @@ def list_runs(_: CurrentIdentity, federation: FederationDep) -> list[RunView]:
 
 
 @router.get("/{run_id}")
-def get_run(run_id: int, _: CurrentIdentity, federation: FederationDep) -> RunView:
+def get_run(run_id: RunId, _: CurrentIdentity, federation: FederationDep) -> RunView:
     return federation.get_run(run_id)
 
 
 def _control(target: RunState):  # type: ignore[no-untyped-def]
     def control(
-        run_id: int, _: AdminNode, federation: FederationDep, changes: ChangesDep
+        run_id: RunId, _: AdminNode, federation: FederationDep, changes: ChangesDep
     ) -> RunView:
         run = federation.set_run_state(run_id, target)
         changes.fire()

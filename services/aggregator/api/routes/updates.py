@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from services.aggregator.api.deps import ChangesDep, CurrentNode, FederationDep, SettingsDep
+from services.aggregator.api.deps import (
+    ChangesDep,
+    CurrentNode,
+    FederationDep,
+    RoundNumber,
+    RunId,
+    SettingsDep,
+)
 from services.aggregator.core.blobs import IncomingBlob
 from services.aggregator.core.notify import Signal
 from services.aggregator.state.updates import Received
@@ -28,8 +35,8 @@ def _answer(
 
 @router.put("/update", status_code=status.HTTP_201_CREATED)
 async def upload_update(
-    run_id: int,
-    number: int,
+    run_id: RunId,
+    number: RoundNumber,
     request: Request,
     response: Response,
     node: CurrentNode,
@@ -62,8 +69,8 @@ async def upload_update(
 
 @router.post("/decline", status_code=status.HTTP_201_CREATED)
 def decline(
-    run_id: int,
-    number: int,
+    run_id: RunId,
+    number: RoundNumber,
     body: Decline,
     response: Response,
     node: CurrentNode,
@@ -77,8 +84,8 @@ def decline(
 
 @router.post("/evaluation", status_code=status.HTTP_201_CREATED)
 def report_evaluation(
-    run_id: int,
-    number: int,
+    run_id: RunId,
+    number: RoundNumber,
     body: EvaluationReport,
     response: Response,
     node: CurrentNode,

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from starlette.testclient import TestClient
 
 from services.aggregator.api.main import create_app
@@ -121,3 +127,73 @@ def test_metrics_in_prometheus_text(client_as: ClientAs) -> None:
     text = client_as("admin").get("/api/v1/metrics").text
     assert 'fedseg_rounds{state="open"} 1' in text
     assert "fedseg_updates_accepted 0" in text
+
+
+def _odd_certificate(
+    pki_dir: Path, tmp_path: Path, cn: str, ou: str, usage: list[x509.ObjectIdentifier]
+) -> Path:
+    """A certificate the federation CA signed but fedseg-pki would never issue."""
+    ca_cert = load_certificate(pki_dir / "ca.pem")
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca-key.pem").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, cn),
+         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou)]
+    )  # fmt: skip
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+    )
+    if usage:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+    path = tmp_path / "odd.pem"
+    path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("cn", "ou", "usage", "words"),
+    [
+        ("admin2", "admin", [], "does not allow TLS client authentication"),
+        ("admin2", "admin", [ExtendedKeyUsageOID.SERVER_AUTH], "no clientAuth"),
+        ("agg2", "server", [ExtendedKeyUsageOID.CLIENT_AUTH], "cannot act as a client"),
+        ("../../etc", "node", [ExtendedKeyUsageOID.CLIENT_AUTH], "is not a valid fedseg name"),
+        ("n" * 64, "node", [ExtendedKeyUsageOID.CLIENT_AUTH], "is not a valid fedseg name"),
+    ],
+)
+def test_only_certificates_as_fedseg_pki_issues_them_may_call(
+    client_as: ClientAs,
+    federation: Federation,
+    pki_dir: Path,
+    tmp_path: Path,
+    cn: str,
+    ou: str,
+    usage: list[x509.ObjectIdentifier],
+    words: str,
+) -> None:
+    cert = _odd_certificate(pki_dir, tmp_path, cn, ou, usage)
+    client = client_as(cn, cert)
+    for method, path in (("get", "/api/v1/runs"), ("post", "/api/v1/nodes/announce")):
+        answer = client.request(method, path, json={})
+        assert answer.status_code == 403, (path, answer.text)
+        assert words in answer.json()["detail"]
+    assert client.post("/api/v1/runs", json=tiny_run().model_dump(mode="json")).status_code == 403
+    assert federation.list_nodes() == []
+    assert federation.list_runs() == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/runs/0", f"/api/v1/runs/{2**63}", f"/api/v1/runs/1/rounds/{2**31}",
+     f"/api/v1/rounds?run_id={2**40}"],
+)  # fmt: skip
+def test_ids_beyond_what_the_database_stores_are_a_422(client_as: ClientAs, path: str) -> None:
+    answer = client_as("admin").get(path)
+    assert answer.status_code == 422, answer.text

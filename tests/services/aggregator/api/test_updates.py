@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from services.aggregator.federation import Federation
 from services.aggregator.state.models import Update
-from shared.schemas import Task, TaskPoll
+from shared.schemas import Task, TaskPoll, UpdateManifest
 from tests.services.aggregator.support import tiny_run, update_for, zero_delta
 
 ClientAs = Callable[..., TestClient]
@@ -407,3 +407,47 @@ def test_blobs_without_a_row_are_collected_at_start_up(
     federation.recover()
     assert not federation.blobs.exists(orphan)
     assert _snapshot(federation) == kept
+
+
+@pytest.mark.parametrize("claimed", [10**12, 2**63 - 1, 5])
+def test_a_weight_above_what_the_plan_allows_is_refused_and_changes_nothing(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task], claimed: int
+) -> None:
+    task = started["site-1"]
+    before = _snapshot(federation)
+    delta = zero_delta(_base(federation, task))
+    if claimed > 10**9:  # past what any body may carry: the manifest itself is refused
+        from shared.tensors import update_bytes
+
+        manifest = {"run_id": task.run_id, "round": task.round, "task_nonce": task.task_nonce,
+                    "base_model": task.base_model, "num_samples": claimed}  # fmt: skip
+        body = update_bytes(delta, UpdateManifest.model_construct(**manifest))
+    else:
+        body = update_for(task, delta, num_samples=claimed)
+    refused = _put(client_as("site-1"), task, body)
+    assert refused.status_code in (400, 422), refused.text
+    if claimed == 5:
+        assert refused.status_code == 422
+        assert refused.json()["detail"] == (
+            "update refused: num_samples 5 is outside [1, 4]: at most the 4 cases the plan's "
+            "steps can touch; nothing was stored"
+        )
+    else:
+        assert "num_samples" in refused.json()["detail"]
+    assert _snapshot(federation) == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("run_id", "1"), ("round", True), ("run_id", 1.0), ("round", 2**40)]
+)
+def test_json_numbers_are_not_coerced(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task], field: str, value: object
+) -> None:
+    task = started["site-2"]
+    body = {"run_id": task.run_id, "round": task.round, "task_nonce": task.task_nonce,
+            "base_model": task.base_model, "reason": "budget", field: value}  # fmt: skip
+    before = _snapshot(federation)
+    refused = client_as("site-2").post("/api/v1/runs/1/rounds/1/decline", json=body)
+    assert refused.status_code == 422, refused.text
+    assert field in str(refused.json()["detail"])
+    assert _snapshot(federation) == before

@@ -79,13 +79,13 @@ def test_fedavg_is_deterministic_for_same_updates(
         n: {k: torch.randn(v.shape, generator=gen) for k, v in base.items()}
         for n in ("site-1", "site-2")
     }
-    submit(federation, tmp_path, "site-2", deltas["site-2"], samples=5)
+    submit(federation, tmp_path, "site-2", deltas["site-2"], samples=4)
     submit(federation, tmp_path, "site-1", deltas["site-1"], samples=2)
     settle(federation)
     produced = federation.list_rounds()[0].result_model
     expected = {
         k: base[k]
-        + (2 * deltas["site-1"][k].double() + 5 * deltas["site-2"][k].double()).div(7).float()
+        + (2 * deltas["site-1"][k].double() + 4 * deltas["site-2"][k].double()).div(6).float()
         for k in base
     }
     merged = load_file(federation.blobs.open_path(produced or ""))
@@ -314,3 +314,23 @@ def test_too_few_contributors_after_all_respond_fails_at_once(federation: Federa
     assert federation.get_run(run.id).detail == (
         "round 1 failed: all nodes responded but only 0 contributed (min_nodes 1)"
     )
+
+
+def test_a_round_whose_model_would_not_be_finite_fails_and_publishes_nothing(
+    federation: Federation, tmp_path: Path
+) -> None:
+    federation.create_run(ADMIN, tiny_run(rounds=3))
+    for number in (1, 2):
+        base = load_file(federation.blobs.open_path(task_of(federation, "site-1").base_model))
+        huge = {k: torch.full_like(v, 3e38) for k, v in base.items()}
+        submit(federation, tmp_path, "site-1", huge, samples=4)
+        submit(federation, tmp_path, "site-2", huge, samples=4)
+        settle(federation)
+    first, second = federation.list_rounds()
+    assert first.state == RoundState.CLOSED  # 3e38 is still a float32
+    assert second.state == RoundState.FAILED
+    assert second.result_model is None
+    assert "the aggregated model is not finite" in (second.detail or "")
+    run = federation.get_run(1)
+    assert run.state == RunState.FAILED
+    assert run.global_model == first.result_model  # the last finite model stays the global one
