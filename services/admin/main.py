@@ -12,7 +12,7 @@ from services.admin.client import AdminClient, AdminError
 from services.admin.config import AdminSettings, load_settings
 from shared.cli import Parser, UsageError
 from shared.errors import ConfigurationError, PKIError
-from shared.schemas import DeadlinePolicy, Mechanism, MetricsRelease
+from shared.schemas import AggregationName, DeadlinePolicy, Mechanism, MetricsRelease
 
 PROG = "fedseg-admin"
 Command = Callable[[AdminClient, argparse.Namespace, AdminSettings], int]
@@ -137,6 +137,16 @@ def _run_options(sub: argparse.ArgumentParser) -> None:
     )
     privacy.add_argument("--metrics-epsilon", type=float, help="metrics laplace: epsilon")
     privacy.add_argument("--exclude", nargs="+", metavar="NAME", help="tensors never sent")
+    robust = sub.add_argument_group("aggregation")
+    robust.add_argument(
+        "--strategy",
+        choices=[name.value for name in AggregationName],
+        help="how updates are combined (default fedavg; the others resist a bad node)",
+    )
+    robust.add_argument(
+        "--trim-fraction", type=float, help="trimmed-mean: share dropped at each end (beta)"
+    )
+    robust.add_argument("--max-norm", type=float, help="norm-bounded: L2 bound per update")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,11 @@ def run_request(args: argparse.Namespace) -> RunCreate:
             "metrics_epsilon": args.metrics_epsilon,
             "exclude": args.exclude,
         },
+        "aggregation": {
+            "name": args.strategy,
+            "trim_fraction": args.trim_fraction,
+            "max_norm": args.max_norm,
+        },
     }
     merged: dict[str, Any] = {**spec, **_given(top)}
     for key, values in nested.items():

@@ -11,8 +11,6 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.aggregator.aggregation.fedavg import FedAvg
-from services.aggregator.aggregation.strategy import Strategy
 from services.aggregator.core.blobs import BlobStore
 from services.aggregator.core.db import make_session_factory, upgrade_schema
 from services.aggregator.state import nodes, rounds, runs, updates, views
@@ -51,12 +49,10 @@ class Federation:
         self,
         engine: Engine,
         blobs: BlobStore,
-        strategy: Strategy | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.engine = engine
         self.blobs = blobs
-        self.strategy = strategy or FedAvg()
         self.clock = clock
         self._sessions: sessionmaker[Session] = make_session_factory(engine)
         self._model_cache: dict[str, bytes] = {}
@@ -163,7 +159,7 @@ class Federation:
     def advance(self) -> bool:
         """One step of every running run; True if a transition committed."""
         with self._sessions() as session:
-            changed = rounds.advance(session, self.blobs, self.strategy, self.clock())
+            changed = rounds.advance(session, self.blobs, self.clock())
             session.commit()
             return changed
 

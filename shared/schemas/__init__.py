@@ -27,7 +27,7 @@ from shared.schemas.reports import (
     UpdateManifest,
     UpdateReceipt,
 )
-from shared.schemas.runs import RunCreate, TrainingPlan
+from shared.schemas.runs import Aggregation, AggregationName, RunCreate, TrainingPlan
 from shared.schemas.states import DeadlinePolicy, RoundKind, RoundState, RunState, UpdateStatus
 from shared.schemas.tasks import Task, TaskPoll
 from shared.schemas.views import ErrorBody, Health, NodeUpdateView, NodeView, RoundView, RunView
@@ -38,6 +38,8 @@ __all__ = [
     "PROTOCOL_HEADER",
     "PROTOCOL_VERSION",
     "SHA256_PATTERN",
+    "Aggregation",
+    "AggregationName",
     "Announcement",
     "DeadlinePolicy",
     "Decline",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, Self
 
-from pydantic import Field, Strict
+from pydantic import Field, Strict, model_validator
 
 from shared.model import ModelConfig
 from shared.schemas.base import NodeName, Seed, _Strict
@@ -30,6 +31,31 @@ class TrainingPlan(_Strict):
     """Validation also measures the 95th-percentile Hausdorff distance (slower)."""
 
 
+class AggregationName(StrEnum):
+    """How a run turns its accepted updates into the next model (aggregator.aggregation)."""
+
+    FEDAVG = "fedavg"
+    NORM_BOUNDED = "norm-bounded"
+    TRIMMED_MEAN = "trimmed-mean"
+    MEDIAN = "median"
+
+
+class Aggregation(_Strict):
+    """A run's aggregation strategy and its one setting."""
+
+    name: AggregationName = AggregationName.FEDAVG
+    trim_fraction: float = Field(default=0.2, ge=0.0, lt=0.5)
+    """trimmed-mean: the fraction beta of values dropped at each end, per component."""
+    max_norm: float | None = Field(default=None, gt=0.0, le=1e6)
+    """norm-bounded: every update's L2 norm is clipped to this before the weighted mean."""
+
+    @model_validator(mode="after")
+    def _needs_its_setting(self) -> Self:
+        if self.name is AggregationName.NORM_BOUNDED and self.max_norm is None:
+            raise ValueError("the norm-bounded strategy needs max_norm (the L2 bound per update)")
+        return self
+
+
 class RunCreate(_Strict):
     """An admin's request for a new training run."""
 
@@ -43,4 +69,5 @@ class RunCreate(_Strict):
     model: ModelConfig = ModelConfig()
     plan: TrainingPlan = TrainingPlan()
     privacy: PrivacyPolicy = PrivacyPolicy()
+    aggregation: Aggregation = Aggregation()
     seed: Seed = 0

@@ -9,7 +9,7 @@ from shared.model import ModelConfig
 from shared.schemas.base import _Strict
 from shared.schemas.metrics import RegionDice, RegionDistance, UpdateMetrics
 from shared.schemas.privacy import PrivacyPolicy, PrivacySpend, PrivacyTotal
-from shared.schemas.runs import TrainingPlan
+from shared.schemas.runs import Aggregation, TrainingPlan
 from shared.schemas.states import RoundKind, RoundState, RunState, UpdateStatus
 
 
@@ -64,6 +64,7 @@ class RunView(_Strict):
     model: ModelConfig
     plan: TrainingPlan
     privacy: PrivacyPolicy
+    aggregation: Aggregation = Aggregation()
     global_model: str
     created_at: datetime
     detail: str | None

@@ -61,6 +61,7 @@ class Run(Base):
     model_config_json: Mapped[dict[str, Any]] = mapped_column(JSON)
     plan_json: Mapped[dict[str, Any]] = mapped_column(JSON)
     privacy_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    aggregation_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     seed: Mapped[int] = mapped_column(BigInteger)
     initial_model: Mapped[str] = mapped_column(String(64))
     created_by: Mapped[str] = mapped_column(String(64))

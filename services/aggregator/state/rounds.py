@@ -10,13 +10,15 @@ import torch
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from services.aggregator.aggregation.strategy import Strategy, WeightedUpdate
+from services.aggregator.aggregation.registry import strategy_for
+from services.aggregator.aggregation.strategy import WeightedUpdate
 from services.aggregator.core.blobs import BlobStore
 from services.aggregator.state.models import ModelVersion, Round, Run, Task, Update
 from services.aggregator.state.runs import open_round
 from shared.model import ModelConfig
 from shared.privacy.types import SparseTensor
 from shared.schemas import (
+    Aggregation,
     DeadlinePolicy,
     PrivacyPolicy,
     RoundKind,
@@ -158,9 +160,7 @@ def _non_finite(model: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def finish_round(
-    session: Session, blobs: BlobStore, strategy: Strategy, run: Run, rnd: Round, now: datetime
-) -> None:
+def finish_round(session: Session, blobs: BlobStore, run: Run, rnd: Round, now: datetime) -> None:
     """Aggregate an ``aggregating`` round, close it and open the next, in one transaction.
 
     The new model's blob is written (atomically) before the rows that reference it, so a
@@ -171,6 +171,7 @@ def finish_round(
         result_sha = rnd.base_model
     else:
         base = load_file(blobs.open_path(rnd.base_model))
+        strategy = strategy_for(Aggregation.model_validate(run.aggregation_json or {}))
         merged: dict[str, torch.Tensor] = strategy.aggregate(
             base, _weighted_updates(session, blobs, rnd, spec_of(base))
         )
@@ -202,7 +203,7 @@ def finish_round(
     open_round(session, run, rnd.number + 1, next_kind, result_sha, now)
 
 
-def advance(session: Session, blobs: BlobStore, strategy: Strategy, now: datetime) -> bool:
+def advance(session: Session, blobs: BlobStore, now: datetime) -> bool:
     """One step of every running run's state machine; True if anything changed.
 
     Call in a loop: each call commits at most one transition per run.
@@ -222,7 +223,7 @@ def advance(session: Session, blobs: BlobStore, strategy: Strategy, now: datetim
                 session.commit()
                 changed = True
         if rnd.state == RoundState.AGGREGATING:
-            finish_round(session, blobs, strategy, run, rnd, now)
+            finish_round(session, blobs, run, rnd, now)
             session.commit()
             changed = True
     return changed

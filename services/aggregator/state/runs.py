@@ -92,6 +92,7 @@ def create_run(
         model_config_json=request.model.model_dump(mode="json"),
         plan_json=request.plan.model_dump(mode="json"),
         privacy_json=privacy.model_dump(mode="json"),
+        aggregation_json=request.aggregation.model_dump(mode="json"),
         seed=request.seed,
         initial_model=sha,
         created_by=created_by,

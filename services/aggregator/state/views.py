@@ -14,6 +14,7 @@ from services.aggregator.state.rounds import open_round_of
 from shared.identity import Role
 from shared.model import ModelConfig
 from shared.schemas import (
+    Aggregation,
     NodeUpdateView,
     NodeView,
     PrivacyPolicy,
@@ -72,6 +73,7 @@ def run_view(session: Session, run: Run) -> RunView:
         model=ModelConfig.model_validate(run.model_config_json),
         plan=TrainingPlan.model_validate(run.plan_json),
         privacy=PrivacyPolicy.model_validate(run.privacy_json),
+        aggregation=Aggregation.model_validate(run.aggregation_json or {}),
         global_model=global_model,
         created_at=run.created_at,
         detail=run.detail,

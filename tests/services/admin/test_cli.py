@@ -123,6 +123,7 @@ def test_create_run_from_flags_then_list_and_skip_a_duplicate(
     assert (run.state, run.rounds, run.min_nodes, run.model.init_filters) == ("running", 2, 1, 8)
     assert (run.plan.crop_size, run.plan.max_steps, run.plan.learning_rate) == ((16,) * 3, 3, 0.01)
     assert (run.privacy.mechanism, run.privacy.clip, run.privacy.epsilon) == ("svt", 0.001, 10)
+    assert run.aggregation.name == "fedavg"
     code, out, _ = _admin(capsys, aggregator, "runs")
     row = next(
         line for line in out.splitlines() if line.split()[:3] == [str(run.id), "flags", "running"]
@@ -150,8 +151,10 @@ def test_create_run_from_a_spec_and_privacy_json_with_flags_winning(
     privacy = '{"mechanism": "gaussian", "noise_multiplier": 1.0, "l2_clip": 0.1}'
     run = _create(
         capsys, aggregator, "spec", "--spec", f"@{spec}", "--privacy-json", privacy,
-        "--noise-multiplier", "2", "--hd95",
+        "--noise-multiplier", "2", "--hd95", "--strategy", "trimmed-mean", "--trim-fraction",
+        "0.25",
     )  # fmt: skip
+    assert (run.aggregation.name, run.aggregation.trim_fraction) == ("trimmed-mean", 0.25)
     assert (run.rounds, run.expected_nodes, run.plan.batch_size) == (2, ["site-1", "site-2"], 2)
     assert run.plan.hd95
     assert (run.privacy.mechanism, run.privacy.noise_multiplier, run.privacy.l2_clip) == (

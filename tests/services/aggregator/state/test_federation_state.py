@@ -12,7 +12,7 @@ from services.aggregator.federation import Federation
 from services.aggregator.state.updates import Received
 from shared.errors import ConflictError, InvalidRequestError
 from shared.identity import Identity, Role
-from shared.schemas import RoundKind, RoundState, RunState, Task
+from shared.schemas import Aggregation, AggregationName, RoundKind, RoundState, RunState, Task
 from shared.tensors import load_file, sha256_file
 from tests.services.aggregator.support import FakeClock, tiny_run, update_for, zero_delta
 
@@ -320,7 +320,7 @@ def test_a_round_whose_model_would_not_be_finite_fails_and_publishes_nothing(
     federation: Federation, tmp_path: Path
 ) -> None:
     federation.create_run(ADMIN, tiny_run(rounds=3))
-    for number in (1, 2):
+    for _ in (1, 2):
         base = load_file(federation.blobs.open_path(task_of(federation, "site-1").base_model))
         huge = {k: torch.full_like(v, 3e38) for k, v in base.items()}
         submit(federation, tmp_path, "site-1", huge, samples=4)
@@ -334,3 +334,28 @@ def test_a_round_whose_model_would_not_be_finite_fails_and_publishes_nothing(
     run = federation.get_run(1)
     assert run.state == RunState.FAILED
     assert run.global_model == first.result_model  # the last finite model stays the global one
+
+
+def test_a_run_aggregates_with_the_strategy_it_was_created_with(
+    federation: Federation, tmp_path: Path
+) -> None:
+    nodes = ["site-1", "site-2", "site-3"]
+    median = Aggregation(name=AggregationName.MEDIAN)
+    view = federation.create_run(
+        ADMIN, tiny_run(rounds=1, expected_nodes=nodes, aggregation=median)
+    )
+    assert view.aggregation == median
+    base_sha = task_of(federation, "site-1").base_model
+    base = load_file(federation.blobs.open_path(base_sha))
+    for name, value in zip(nodes, (1.0, 2.0, 1000.0), strict=True):  # site-3 is way off
+        submit(
+            federation,
+            tmp_path,
+            name,
+            {k: torch.full_like(v, value) for k, v in base.items()},
+            samples=4,
+        )
+    settle(federation)
+    merged = load_file(federation.blobs.open_path(federation.list_rounds()[0].result_model or ""))
+    for name, tensor in base.items():
+        torch.testing.assert_close(merged[name], tensor + 2.0, rtol=0, atol=1e-6)  # the median
