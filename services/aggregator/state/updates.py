@@ -32,6 +32,7 @@ from shared.errors import (
     StaleModelError,
     UpdateRejectedError,
 )
+from shared.privacy.mechanisms import mechanism_for
 from shared.schemas import (
     Decline,
     EvaluationReport,
@@ -155,13 +156,20 @@ Seam = Callable[[str], None]
 """Called with "checked" (all checks passed) and "held" (the round's row is locked)."""
 
 
-def _check_weight(session: Session, rnd: Round, node: str, claimed: int) -> None:
+def _check_against_run(session: Session, rnd: Round, node: str, manifest: UpdateManifest) -> None:
+    """What the run's policy lets a node send: its weight range and its tensors' encoding."""
     run = session.get(Run, rnd.run_id)
     assert run is not None
+    policy = PrivacyPolicy.model_validate(run.privacy_json)
+    if manifest.sparse and not mechanism_for(policy.mechanism).sends_sparse:
+        raise UpdateRejectedError(
+            f"update refused: the run's {policy.mechanism.value} policy sends dense tensors "
+            f"only, but {len(manifest.sparse)} arrived sparse; nothing was stored"
+        )
     announced = session.get(Node, node)
     refusal = weight_refusal(
-        claimed,
-        PrivacyPolicy.model_validate(run.privacy_json),
+        manifest.num_samples,
+        policy,
         TrainingPlan.model_validate(run.plan_json),
         announced.num_train_cases if announced is not None else None,
     )
@@ -213,7 +221,7 @@ def accept_update(
         return previous, False
     manifest = read_manifest(received.path)
     _check_binding(session, rnd, node, manifest, RoundKind.TRAIN)
-    _check_weight(session, rnd, node, manifest.num_samples)
+    _check_against_run(session, rnd, node, manifest)
     check_against_spec(
         received.path, _spec(blobs.open_path(rnd.base_model)), manifest.sparse, manifest.excluded
     )

@@ -63,6 +63,8 @@ class PrivacyMechanism(ABC):
     unit: ClassVar[PrivacyUnit]
     differentially_private: ClassVar[bool]
     trains_privately: ClassVar[bool] = False
+    sends_sparse: ClassVar[bool] = False
+    """Whether its releases may carry sparse tensors (the aggregator refuses them otherwise)."""
     """True when the mechanism works inside local training (DP-SGD), not on the delta."""
     settings: ClassVar[frozenset[str]] = frozenset()
     required: ClassVar[tuple[tuple[str, str], ...]] = ()

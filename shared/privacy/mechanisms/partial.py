@@ -18,6 +18,7 @@ class PartialSharing(PrivacyMechanism):
     name = Mechanism.PARTIAL
     unit = PrivacyUnit.NONE
     differentially_private = False
+    sends_sparse = True
     settings = frozenset({"fraction", "scope", "clip"})
     citation = "Shokri and Shmatikov, CCS 2015; Li et al., MLMI 2019"
 

@@ -16,6 +16,7 @@ class SparseVector(PrivacyMechanism):
     name = Mechanism.SVT
     unit = PrivacyUnit.UPDATE
     differentially_private = True
+    sends_sparse = True
     settings = frozenset({"fraction", "clip", "epsilon", "threshold"})
     required = (("clip", "clip (gamma)"), ("epsilon", "epsilon"))
     citation = "Lyu, Su and Li, PVLDB 2017; Li et al., MLMI 2019"

@@ -451,3 +451,28 @@ def test_json_numbers_are_not_coerced(
     assert refused.status_code == 422, refused.text
     assert field in str(refused.json()["detail"])
     assert _snapshot(federation) == before
+
+
+def test_a_sparse_update_under_a_dense_policy_is_refused(
+    client_as: ClientAs, federation: Federation, started: dict[str, Task]
+) -> None:
+    from shared.privacy.types import SparseTensor
+    from shared.tensors import update_bytes
+
+    task = started["site-1"]  # the run's policy is none: nodes send dense tensors
+    delta = zero_delta(_base(federation, task))
+    name = next(iter(delta))
+    sparse = {name: SparseTensor(torch.tensor([0]), torch.tensor([1.0]), tuple(delta[name].shape))}
+    dense = {k: v for k, v in delta.items() if k != name}
+    manifest = UpdateManifest(
+        run_id=task.run_id, round=task.round, task_nonce=task.task_nonce,
+        base_model=task.base_model, num_samples=1, sparse=(name,),
+    )  # fmt: skip
+    before = _snapshot(federation)
+    refused = _put(client_as("site-1"), task, update_bytes(dense, manifest, sparse))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"] == (
+        "update refused: the run's none policy sends dense tensors only, but 1 arrived "
+        "sparse; nothing was stored"
+    )
+    assert _snapshot(federation) == before
