@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.aggregator.state.models import Node, RevokedCertificate
@@ -16,12 +17,23 @@ TOUCH_INTERVAL = timedelta(seconds=10)
 
 
 def touch(session: Session, identity: Identity, now: datetime) -> Node:
-    """Record that ``identity`` was seen now, creating its row on first contact."""
+    """Record that ``identity`` was seen now, creating its row on first contact.
+
+    Many first requests of one node may race to create its row: the insert runs in a
+    savepoint, and the loser of the race reads the winner's row instead of failing.
+    """
     node = session.get(Node, identity.name)
     if node is None:
-        node = Node(name=identity.name, role=identity.role, first_seen=now, last_seen=now)
-        session.add(node)
-    elif now - node.last_seen >= TOUCH_INTERVAL:
+        try:
+            with session.begin_nested():
+                node = Node(name=identity.name, role=identity.role, first_seen=now, last_seen=now)
+                session.add(node)
+            return node
+        except IntegrityError:
+            node = session.get(Node, identity.name, populate_existing=True)
+            if node is None:
+                raise
+    if now - node.last_seen >= TOUCH_INTERVAL:
         node.last_seen = now
     return node
 

@@ -359,3 +359,26 @@ def test_a_run_aggregates_with_the_strategy_it_was_created_with(
     merged = load_file(federation.blobs.open_path(federation.list_rounds()[0].result_model or ""))
     for name, tensor in base.items():
         torch.testing.assert_close(merged[name], tensor + 2.0, rtol=0, atol=1e-6)  # the median
+
+
+def test_many_first_polls_of_a_new_node_at_once_all_succeed(federation: Federation) -> None:
+    import threading
+
+    federation.create_run(ADMIN, tiny_run())
+    barrier = threading.Barrier(16)
+    errors: list[BaseException] = []
+
+    def first_poll() -> None:
+        barrier.wait()
+        try:
+            federation.poll(node("site-1"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_poll) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert [n.name for n in federation.list_nodes()] == ["site-1"]
