@@ -34,6 +34,7 @@ centralised (FedAvg target: at least 0.98) and to FedAvg (DP-SGD at epsilon 8: a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -67,6 +68,17 @@ SUITES: dict[str, tuple[Callable[[], QualityConfig], Callable[[], QualityConfig]
     "patient": (patient_config, tiny_patient_config, "patient"),
 }
 """Suite name: (full config, tiny config, output subfolder of --out)."""
+
+
+def only(config: QualityConfig, names: Sequence[str]) -> QualityConfig:
+    """``config`` with just the settings named; exits naming an unknown one."""
+    known = [s.name for s in config.settings]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"--only: no setting {unknown[0]!r} in this suite; it has {known}")
+    return dataclasses.replace(
+        config, settings=tuple(s for s in config.settings if s.name in names)
+    )
 
 
 def run_all(config: QualityConfig, out: Path, device: torch.device) -> list[SettingResult]:
@@ -122,11 +134,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--suite", choices=("all", *SUITES), default="all", help="which suite to run"
     )
     parser.add_argument("--tiny", action="store_true", help="the seconds-long test version")
+    parser.add_argument(
+        "--only", nargs="+", metavar="SETTING", help="run only these settings (by name)"
+    )
     parser.add_argument("--out", type=Path, default=Path("var/bench-quality"))
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     device = select_device(args.device)
     for name, (full, tiny, folder) in SUITES.items():
         if args.suite in ("all", name):
-            run_suite(tiny() if args.tiny else full(), args.out / folder, device)
+            config = tiny() if args.tiny else full()
+            if args.only:
+                config = only(config, args.only)
+            run_suite(config, args.out / folder, device)
     return 0

@@ -199,8 +199,10 @@ def table(results: Sequence[SettingResult]) -> str:
 
 def fedavg_verdict(results: Sequence[SettingResult]) -> str:
     """FedAvg's final mean Dice over centralised's, and whether it meets TARGET_RATIO."""
-    fedavg = next(r for r in results if r.setting.name == "fedavg")
-    central = next(r for r in results if r.setting.policy is None)
+    fedavg = next((r for r in results if r.setting.name == "fedavg"), None)
+    central = next((r for r in results if r.setting.policy is None), None)
+    if fedavg is None or central is None:
+        return "FedAvg / centralised mean Dice: not measured in this run (--only)"
     ratio = _ratio(fedavg, central)
     verdict = "met" if ratio is not None and ratio >= TARGET_RATIO else "NOT met"
     return (

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from services.aggregator.api.limits import JsonBodyLimit, validation_error
 from services.aggregator.api.routes import health, models, nodes, rounds, runs, tasks, updates
 from services.aggregator.core.config import AggregatorSettings
 from services.aggregator.core.notify import Signal
@@ -91,6 +93,8 @@ def create_app(settings: AggregatorSettings, federation: Federation) -> FastAPI:
     app.state.federation = federation
     app.state.changes = Signal()
     app.add_exception_handler(errors.FedsegError, _fedseg_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(JsonBodyLimit, limit=settings.max_json_bytes)
     for module in (health, runs, rounds, nodes, models, tasks, updates):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -31,6 +31,8 @@ class AggregatorSettings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy URL; SQLite in ``state_dir`` when unset."""
     max_update_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    max_json_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Every other request body (runs, announcements, reports) is capped at this."""
     long_poll_s: float = Field(default=30.0, gt=0.0, le=300.0)
     tick_s: float = Field(default=1.0, gt=0.0, le=60.0)
     http_protocol: Literal["auto", "httptools", "h11"] = "auto"

@@ -107,3 +107,13 @@ def test_quality_tiny_patient_suite_runs_dpsgd_at_its_whole_run_epsilon(
     assert "\ndpsgd eps=8              patient " in printed
     assert "\nDP-SGD (patient-level, whole-run eps 8) / FedAvg mean Dice: " in printed
     assert printed.count("FedAvg / centralised mean Dice: ") == 2
+
+
+def test_only_keeps_the_named_settings_and_refuses_an_unknown_one() -> None:
+    from benchmarks.quality.config import patient_config
+    from benchmarks.quality.main import only
+
+    config = only(patient_config(), ["fedavg", "dpsgd eps=8"])
+    assert [s.name for s in config.settings] == ["fedavg", "dpsgd eps=8"]
+    with pytest.raises(SystemExit, match="no setting 'dpsgd eps=9'"):
+        only(patient_config(), ["dpsgd eps=9"])

@@ -197,3 +197,36 @@ def test_only_certificates_as_fedseg_pki_issues_them_may_call(
 def test_ids_beyond_what_the_database_stores_are_a_422(client_as: ClientAs, path: str) -> None:
     answer = client_as("admin").get(path)
     assert answer.status_code == 422, answer.text
+
+
+def test_json_bodies_are_capped_while_streaming_and_refusals_close_the_connection(
+    client_as: ClientAs, federation: Federation
+) -> None:
+    admin = client_as("admin")
+    big = b'{"rounds": 1, "expected_nodes": ["site-1"], "name": "' + b"x" * (2 << 20) + b'"}'
+    declared = admin.post("/api/v1/runs", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413
+    assert declared.json()["detail"] == (
+        "request body exceeds the limit of 1048576 bytes for this endpoint; nothing was read"
+    )
+    assert declared.headers["connection"] == "close"
+
+    def chunks() -> object:
+        for start in range(0, len(big), 64 << 10):
+            yield big[start : start + (64 << 10)]
+
+    streamed = admin.post(
+        "/api/v1/runs", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert federation.list_runs() == []
+
+
+def test_a_422_quotes_only_an_excerpt_of_the_input(client_as: ClientAs) -> None:
+    body = {"rounds": 1, "expected_nodes": ["site-1"], "name": "y" * 500_000}
+    answer = client_as("admin").post("/api/v1/runs", json=body)
+    assert answer.status_code == 422
+    assert len(answer.content) < 2000
+    (error,) = answer.json()["detail"]
+    assert error["loc"] == ["body", "name"]
+    assert error["input"].endswith("… (500002 characters)")

@@ -1,0 +1,80 @@
+"""Bounds on what a request may make the aggregator hold before it is refused.
+
+- ``JsonBodyLimit``: every request body except an update upload (which streams to disk
+  under its own limit, services.aggregator.core.blobs) is capped while it streams in: a
+  declared Content-Length over the cap is refused before a byte is read, a chunked body
+  as soon as it passes the cap. The refusal is a 413 that names the limit and closes the
+  connection, so the server stops reading what the client goes on sending.
+- ``validation_error``: a 422 names each bad field and why, with at most a short excerpt
+  of the input, never the input itself (a 256 MiB string is not echoed back).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+EXCERPT = 80
+"""How many characters of a refused input a 422 quotes."""
+
+
+def _too_large(limit: int) -> str:
+    return f"request body exceeds the limit of {limit} bytes for this endpoint; nothing was read"
+
+
+class JsonBodyLimit:
+    """ASGI middleware: cap every non-upload request body at ``limit`` bytes."""
+
+    def __init__(self, app: ASGIApp, limit: int, exempt_suffix: str = "/update") -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt_suffix = exempt_suffix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].endswith(self.exempt_suffix):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            response = JSONResponse(
+                {"detail": _too_large(self.limit)}, status_code=413, headers={"Connection": "close"}
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, _too_large(self.limit), {"Connection": "close"})
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _excerpt(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= EXCERPT else f"{text[:EXCERPT]}… ({len(text)} characters)"
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """A 422 that says which fields are wrong and why, quoting at most an excerpt."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {
+            "loc": list(error.get("loc", ())),
+            "msg": str(error.get("msg", ""))[:200],
+            "type": str(error.get("type", "")),
+            "input": _excerpt(error.get("input")),
+        }
+        for error in exc.errors()[:20]
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
