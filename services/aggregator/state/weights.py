@@ -45,9 +45,14 @@ def weight_bound(
 def weight_refusal(
     claimed: int, policy: PrivacyPolicy, plan: TrainingPlan, announced_cases: int | None
 ) -> str | None:
-    """Why ``claimed`` is not a weight this node may have, or None."""
+    """Why ``claimed`` is not a weight this node may have, or None.
+
+    The public weight (``plan.max_steps or 1``) is always allowed: a node whose own local
+    policy withholds its numbers sends it even where the run's policy would let it send
+    its sample count.
+    """
     lowest, highest, why = weight_bound(policy, plan, announced_cases)
-    if lowest <= claimed <= highest:
+    if lowest <= claimed <= highest or claimed == (plan.max_steps or 1):
         return None
     if lowest == highest:
         return f"num_samples {claimed} is not {lowest}: {why}"

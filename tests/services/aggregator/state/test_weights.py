@@ -38,3 +38,5 @@ def test_a_takeover_claim_is_refused_with_the_reason() -> None:
         "num_samples 9 is not 8: under the svt policy every node's weight is the plan's max_steps"
     )
     assert weight_refusal(10, NONE, EPOCHS, 10) is None
+    # A node that withholds its numbers by its own policy sends the public weight.
+    assert weight_refusal(8, NONE, STEPS, 3) is None
