@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 from starlette.testclient import TestClient
 
+from services.aggregator.federation import Federation
 from shared.privacy.accounting import dpsgd_epsilon
 from shared.schemas import RunView
 
@@ -79,3 +80,17 @@ def test_create_run_derives_sigma_from_the_whole_run_target(client_as: ClientAs)
     # 3 rounds of 10 steps: the whole run fits the target, and a slightly smaller sigma not.
     assert dpsgd_epsilon(sigma, 0.1, 30, 1e-5) <= 8.0
     assert dpsgd_epsilon(sigma - 2e-3, 0.1, 30, 1e-5) > 8.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("round_timeout_s", 9e72), ("min_nodes", 10**6), ("seed", 2**63), ("rounds", "3")],
+)
+def test_create_run_refuses_numbers_out_of_range_or_of_the_wrong_type(
+    client_as: ClientAs, federation: Federation, field: str, value: object
+) -> None:
+    body = {"rounds": 1, "expected_nodes": ["site-1"], field: value}
+    answer = client_as("admin").post("/api/v1/runs", json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["loc"] == ["body", field]
+    assert federation.list_runs() == []
