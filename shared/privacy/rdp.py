@@ -139,7 +139,11 @@ def _log_or_one(total: float, reference: float) -> float:
 
 
 def step_rdp(sigma: float, q: float, order: float) -> float:
-    """RDP at ``order`` of one sampled Gaussian step (module docstring: the formula)."""
+    """RDP at ``order`` of one sampled Gaussian step (module docstring: the formula).
+
+    ValueError for parameters out of range; ArithmeticError where float64 cannot evaluate
+    the order (an extreme sigma), which callers treat as "no bound at this order".
+    """
     if not 0.0 < sigma < math.inf:
         raise ValueError(f"noise_multiplier must be a finite number > 0, got {sigma}")
     if not 0.0 < q <= 1.0:
@@ -148,10 +152,13 @@ def step_rdp(sigma: float, q: float, order: float) -> float:
         raise ValueError(f"RDP order must be > 1, got {order}")
     if q == 1.0:
         return order / (2.0 * sigma * sigma)
-    if float(order).is_integer():
-        log_a = _integer_log_a(sigma, q, int(order))
-    else:
-        log_a = _fractional_log_a(sigma, q, order)
+    try:
+        if float(order).is_integer():
+            log_a = _integer_log_a(sigma, q, int(order))
+        else:
+            log_a = _fractional_log_a(sigma, q, order)
+    except ValueError as err:  # a math domain error inside the series
+        raise ArithmeticError(f"RDP at order {order} cannot be evaluated: {err}") from err
     return max(log_a, 0.0) / (order - 1.0)
 
 
@@ -164,9 +171,7 @@ def composed_rdp(history: Sequence[RdpStep], order: float) -> float:
         if steps:
             try:
                 total += steps * step_rdp(sigma, rate, order)
-            except (ArithmeticError, ValueError) as err:
-                if isinstance(err, ValueError) and "must be" in str(err):
-                    raise
+            except ArithmeticError:
                 return math.inf  # this order cannot be evaluated: it gives no bound
     return total
 
