@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev demo test lint format bench bench-quality clean
+.PHONY: install install-dev demo test lint format bench bench-quality compose-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: install
 	$(BIN)/python -m benchmarks.privacy_filters
 	$(BIN)/python -m benchmarks.data_path
 	$(BIN)/python -m benchmarks.dpsgd_step
+
+# TEST HARNESS: both images and the README's compose command on a real Docker engine, with
+# stand-in base images (no registry needed); needs root the first time (deploy/README.md).
+compose-check: install
+	$(BIN)/python -m deploy.harness
 
 # Centralised vs FedAvg vs privacy settings on a synthetic cohort: CSV, PNG, table.
 bench-quality: install-dev

@@ -1,0 +1,1 @@
+"""Deployment: operator guide, examples, and the compose check's test harness."""

@@ -1,0 +1,1 @@
+"""TEST HARNESS for the images: `make compose-check` (deploy/README.md, "Test harness")."""
