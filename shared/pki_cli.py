@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from shared import pki
 from shared.cli import Parser, UsageError
 from shared.errors import PKIError
 from shared.identity import Role
+from shared.pki.bundle import export_pkcs12
 
 PROG = "fedseg-pki"
 _PEER_ROLES = (Role.NODE.value, Role.ADMIN.value)
@@ -161,6 +163,37 @@ def _describe_sans(cert: x509.Certificate) -> list[str]:
     return dns + [f"IP:{ip}" for ip in sans.get_values_for_type(x509.IPAddress)]
 
 
+def _p12(args: argparse.Namespace) -> None:
+    """Bundle a node's or admin's certificate and key for a browser's certificate store."""
+
+    def passphrase() -> bytes:
+        return _passphrase(args.passphrase_file)
+
+    holder = export_pkcs12(args.cert, args.key, args.out, passphrase, args.ca, args.legacy)
+    print(f"PKCS#12: {args.out} ({holder.name}, {holder.role}; 0600, passphrase-protected)")
+    print("import it into the browser's certificate store; deploy/README.md, section Dashboard")
+
+
+def _passphrase(path: Path | None) -> bytes:
+    """From the first line of ``path``, or asked twice on the terminal; never a CLI literal."""
+    if path is not None:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise UsageError(f"--passphrase-file {path} cannot be read: {exc.strerror}") from None
+        phrase = lines[0] if lines else ""
+    else:
+        if not sys.stdin.isatty():
+            raise UsageError("no terminal to ask for a passphrase; give --passphrase-file FILE")
+        try:
+            phrase = getpass.getpass("passphrase for the PKCS#12 file: ")
+            if getpass.getpass("the same again: ") != phrase:
+                raise UsageError("the two passphrases differ; nothing was written")
+        except (EOFError, KeyboardInterrupt):
+            raise UsageError("no passphrase given; nothing was written") from None
+    return phrase.encode()
+
+
 def _sans(args: argparse.Namespace) -> tuple[Sequence[str], Sequence[str]]:
     # argparse's "extend" would append to a non-empty default, so defaults are applied here.
     dns = pki.DEFAULT_DNS_NAMES if args.dns is None else args.dns
@@ -238,6 +271,20 @@ def _parser() -> argparse.ArgumentParser:
     crl = command("crl", _crl, "create the CA's revocation list, or re-sign it before it expires")
     pki_dir(crl)
     crl.add_argument("--valid-days", type=int, default=pki.CRL_VALID_DAYS, help="CRL validity")
+    # No abbreviations: "--passphrase SECRET" must not pass for --passphrase-file SECRET.
+    p12_help = "export a certificate and its key as PKCS#12, for a browser"
+    p12 = commands.add_parser("p12", help=p12_help, description=p12_help, allow_abbrev=False)
+    p12.set_defaults(run=_p12)
+    p12.add_argument("--cert", type=Path, required=True, help="the node or admin certificate")
+    p12.add_argument("--key", type=Path, required=True, help="its private key")
+    p12.add_argument("--ca", type=Path, help="also bundle the federation CA certificate")
+    p12.add_argument("--out", type=Path, required=True, help="the .p12 file to write (0600)")
+    p12.add_argument(
+        "--passphrase-file", type=Path, metavar="FILE", help="first line (default: ask twice)"
+    )
+    p12.add_argument(
+        "--legacy", action="store_true", help="3DES/SHA-1, for old macOS/Windows stores"
+    )
     show = command("show", _show, "print a certificate's subject, role, serial and validity")
     show.add_argument("path", type=Path, help="PEM certificate file")
     return parser

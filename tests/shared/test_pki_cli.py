@@ -99,7 +99,7 @@ def test_client_without_a_ca_is_a_one_line_error(tmp_path: Path, capsys: Capture
         (
             "rotate",
             "argument COMMAND: invalid choice: 'rotate' (choose from 'init', 'server', "
-            "'client', 'csr', 'sign', 'bootstrap', 'kit', 'revoke', 'crl', 'show')",
+            "'client', 'csr', 'sign', 'bootstrap', 'kit', 'revoke', 'crl', 'p12', 'show')",
         ),
     ],
 )

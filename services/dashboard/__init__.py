@@ -1,0 +1,1 @@
+"""The operator's read-only dashboard: static page and its loopback proxy (``fedseg-admin``)."""
