@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -31,3 +32,31 @@ def https_url(value: str, setting: str) -> str:
     if not value.startswith("https://"):
         raise ValueError(f"{setting} must start with https://, got {value!r}")
     return value.rstrip("/")
+
+
+def kit_env_values(path: Path, prefix: str = "FEDSEG_") -> dict[str, str]:
+    """Settings from a kit's env file (``node.env``, ``admin.env``) as field values.
+
+    A kit is written for the folder it is mounted at in a container (``/kit``); used where
+    it lies instead, a file path that does not exist but names a file of the kit's own
+    folder means that file. Variables already set in the environment win over the file.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"--env-file {path} does not exist")
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, equals, value = line.partition("=")
+        key, value = key.strip().removeprefix("export "), value.strip().strip("\"'")
+        if not equals or not key:
+            raise ValueError(f"{path}:{number} is not KEY=value")
+        if not key.startswith(prefix) or key in os.environ:
+            continue
+        if value.startswith("/") and not Path(value).exists():
+            local = path.parent / Path(value).name
+            if local.is_file():
+                value = str(local)
+        values[key.removeprefix(prefix).lower()] = value
+    return values

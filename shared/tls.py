@@ -5,6 +5,65 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+_SERVER_SIDE = {
+    # OpenSSL reasons this end reports when the peer's certificate is not what it trusts.
+    "CERTIFICATE_VERIFY_FAILED": (
+        "the aggregator's certificate is not signed by the CA this side trusts (the kit's "
+        "ca.pem), or a TLS-inspecting proxy replaced it; use the federation's ca.pem and "
+        "exempt the aggregator from TLS inspection"
+    ),
+    "WRONG_VERSION_NUMBER": (
+        "the server does not speak TLS (a plain-HTTP server or proxy on that port?); "
+        "check the URL's host and port"
+    ),
+    "RECORD_LAYER_FAILURE": (
+        "the server does not speak TLS (a plain-HTTP server or proxy on that port?); "
+        "check the URL's host and port"
+    ),
+}
+_CLIENT_SIDE = {
+    # Alerts the aggregator sends when it refuses this side's certificate.
+    "TLSV1_ALERT_UNKNOWN_CA": "the aggregator does not trust this certificate's CA",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "the aggregator's CRL lists this certificate as revoked",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "this certificate has expired (or is not yet valid)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the aggregator refused this certificate",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the aggregator requires a client certificate",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the aggregator refused the TLS handshake",
+}
+
+
+CLOSED_WITHOUT_ANSWER = (
+    "the aggregator closed the connection without an answer: most likely it refused this "
+    "side's certificate (not issued by the federation CA, expired, or on its CRL); check the "
+    "kit's certificate with `openssl verify -CAfile ca.pem`"
+)
+"""Under TLS 1.3 a server refuses a client certificate after the client's handshake is
+done, and uvicorn closes without an alert, so the client sees only a closed connection."""
+
+
+def describe_tls_failure(exc: BaseException) -> str | None:
+    """Which side's certificate or CA is wrong, from the ssl error under ``exc``; or None.
+
+    Reads OpenSSL's reason code (stable across versions), never the message wording.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for arg in (current, *current.args):
+            if isinstance(arg, ssl.SSLError):
+                reason = str(arg.reason or "")
+                if reason in _SERVER_SIDE:
+                    return _SERVER_SIDE[reason]
+                if reason in _CLIENT_SIDE:
+                    return (
+                        f"{_CLIENT_SIDE[reason]}; ask the federation's operator for a "
+                        "certificate from the federation CA"
+                    )
+                return f"TLS failed ({reason or arg}); check the URL, the kit's ca.pem and cert"
+        current = current.__cause__ or current.__context__
+    return None
+
 
 def server_ssl_context(cert: Path, key: Path, ca: Path, crl: Path | None = None) -> ssl.SSLContext:
     """TLS 1.2+ server context that requires a client certificate issued by ``ca``."""

@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 from services.admin.config import AdminSettings
 from shared.errors import FedsegError
 from shared.schemas import API_PREFIX, Health, NodeView, RoundView, RunCreate, RunView
-from shared.tls import client_ssl_context
+from shared.tls import CLOSED_WITHOUT_ANSWER, client_ssl_context, describe_tls_failure
 
 T = TypeVar("T")
 
@@ -18,14 +18,20 @@ T = TypeVar("T")
 class AdminError(FedsegError):
     """The aggregator could not be reached (``status`` None), or refused or failed a request."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    code = "admin_error"
+
+    def __init__(self, message: str, answered: int | None = None, fatal: bool = False) -> None:
         super().__init__(message)
-        self.status = status
+        self.answered = answered
+        """The HTTP status the aggregator answered with; None when it did not answer."""
+        self.fatal = fatal
 
     @property
     def transient(self) -> bool:
-        """Worth retrying: no answer at all, or the aggregator failed (5xx)."""
-        return self.status is None or self.status >= 500
+        """Worth retrying: no answer at all (but not a TLS refusal), or a 5xx."""
+        if self.fatal:
+            return False
+        return self.answered is None or self.answered >= 500
 
 
 class AdminClient:
@@ -68,6 +74,13 @@ class AdminClient:
         answer = self._send("POST", f"/runs/{run_id}/{action}", None)
         return RunView.model_validate(answer.json())
 
+    def model(self, sha256: str) -> bytes:
+        return self._send("GET", f"/models/{sha256}", None).content
+
+    def remove_node(self, run_id: int, name: str) -> RunView:
+        answer = self._send("DELETE", f"/runs/{run_id}/nodes/{name}", None)
+        return RunView.model_validate(answer.json())
+
     def revoke(self, serial: int, name: str, reason: str | None) -> None:
         body = {"serial": format(serial, "x"), "name": name, "reason": reason}
         self._send("POST", "/revocations", body)
@@ -82,6 +95,14 @@ class AdminClient:
         try:
             response = self.http.request(method, url, json=body)
         except httpx.TransportError as exc:
+            tls = describe_tls_failure(exc)
+            if tls is not None:
+                raise AdminError(
+                    f"TLS with {self.http.base_url} failed: {tls}", fatal=True
+                ) from None
+            if isinstance(exc, httpx.RemoteProtocolError):
+                message = f"{self.http.base_url}: {CLOSED_WITHOUT_ANSWER}"
+                raise AdminError(message, fatal=True) from None
             raise AdminError(f"cannot reach the aggregator at {self.http.base_url}: {exc}") from exc
         if not response.is_success:
             status = response.status_code

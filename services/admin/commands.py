@@ -5,11 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import UTC, datetime
 
 from services.admin.client import AdminClient, AdminError
 from services.admin.config import AdminSettings
+from services.admin.export import export_run
 from services.admin.runspec import run_request
-from services.admin.tables import nodes_table, progress_line, runs_table
+from services.admin.tables import (
+    ROUND_LEGEND,
+    current_round_line,
+    nodes_table,
+    progress_line,
+    runs_table,
+)
+from services.dashboard import proxy
 from services.demo.table import final_dice, final_hd95, format_hd95, privacy_table, round_table
 from shared import pki
 from shared.errors import ConfigurationError
@@ -35,7 +44,28 @@ def rounds(client: AdminClient, args: argparse.Namespace, settings: AdminSetting
     if not found:
         print("no rounds yet")
         return 0
+    print(ROUND_LEGEND, end="\n\n")
     print(report(found))
+    line = current_round_line(client.run(found[0].run_id), found, datetime.now(UTC))
+    if line is not None:
+        print(f"\n{line}")
+    return 0
+
+
+def export(client: AdminClient, args: argparse.Namespace, settings: AdminSettings) -> int:
+    run = client.run(args.run)
+    rounds = client.rounds(run.id)
+    written = export_run(args.out, run, rounds, client.nodes(), client.model(run.global_model))
+    print(f"run {run.id} ({run.name}, {run.state}): wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def remove_node(client: AdminClient, args: argparse.Namespace, settings: AdminSettings) -> int:
+    run = client.remove_node(args.run, args.node)
+    print(
+        f"node {args.node} removed from run {run.id}: it gets no more tasks and the open "
+        f"round waits only for {', '.join(run.expected_nodes)}"
+    )
     return 0
 
 
@@ -129,6 +159,12 @@ def wait(client: AdminClient, args: argparse.Namespace, settings: AdminSettings)
             print(f"fedseg-admin: error: {state} after {args.timeout:g} s", file=sys.stderr)
             return 1
         time.sleep(args.interval)
+
+
+def dashboard(client: AdminClient, args: argparse.Namespace, settings: AdminSettings) -> int:
+    """Serve the read-only dashboard on loopback until Ctrl-C (services/dashboard/proxy.py)."""
+    via = f"{settings.url} as {settings.cert.name}"
+    return proxy.serve(client.http, args.host, args.port, args.allow_remote, via)
 
 
 def report(found: list[RoundView]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +42,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, PKIError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `fedseg-admin rounds | head`: the reader has what it wanted. Point stdout at
+        # /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:  # e.g. export into a folder it may not write
+        print(f"{PROG}: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     finally:
         client.close()
 
@@ -71,9 +83,33 @@ def parser() -> argparse.ArgumentParser:
 
     command("health", commands.health, "is the aggregator up? (exit 0 when it is)")
     command("runs", commands.runs, "list training runs")
-    rounds = command("rounds", commands.rounds, "round table of a run (default: the newest)")
+    rounds = command(
+        "rounds",
+        commands.rounds,
+        "round table of a run (default: the newest); before = Dice of the round's base model "
+        "on the nodes' validation splits, after = of their locally trained models, global = "
+        "of the model the round produced; then who the open round is missing, its deadline "
+        "and the run's ETA",
+    )
     rounds.add_argument("--run", type=int, metavar="ID")
-    command("nodes", commands.nodes, "nodes: last seen, rounds joined, privacy spent")
+    command("nodes", commands.nodes, "nodes: state (ok/late/offline/failed/revoked), last seen, "
+            "rounds joined, privacy spent")  # fmt: skip
+    remove = command(
+        "remove-node",
+        commands.remove_node,
+        "take a node out of an active run without revoking it (admin): the open round stops "
+        "waiting for it",
+    )
+    remove.add_argument("run", type=int, metavar="RUN_ID")
+    remove.add_argument("node", metavar="NODE")
+    export = command(
+        "export",
+        commands.export,
+        "write a run's final global model (model.safetensors), rounds.csv, nodes.csv and "
+        "privacy.csv into a new folder",
+    )
+    export.add_argument("run", type=int, metavar="RUN_ID")
+    export.add_argument("--out", type=Path, required=True, metavar="DIR")
     _run_options(command("create-run", commands.create_run, "start a training run (admin)"))
     for action in ("pause", "resume", "abort"):
         steer = command(action, commands.steer, f"{action} a run (admin)")
@@ -86,6 +122,14 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("--name", help="the holder's name (CN)")
     revoke.add_argument("--reason", help="why, for the record")
     revoke.add_argument("--pki", type=Path, metavar="CA_DIR", help="also add it to the CA's CRL")
+    board = command(
+        "dashboard", commands.dashboard, "serve the read-only status page, proxied with your cert"
+    )
+    board.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    board.add_argument("--port", type=int, default=8765, help="0 picks a free one (default: 8765)")
+    board.add_argument(
+        "--allow-remote", action="store_true", help="allow a non-loopback --host (not advised)"
+    )
     wait = command("wait", commands.wait, "print progress until the run ends (exit 0: completed)")
     wait.add_argument("--run", type=int, metavar="ID", help="default: the newest run")
     wait.add_argument("--interval", type=float, default=2.0, metavar="S", help="poll every S")

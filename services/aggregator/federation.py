@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, select
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.aggregator.core.blobs import BlobStore
 from services.aggregator.core.db import make_session_factory, upgrade_schema
-from services.aggregator.state import nodes, rounds, runs, updates, views
+from services.aggregator.state import health, nodes, rounds, runs, updates, views
 from services.aggregator.state.models import ModelVersion, Round, Run, Update
 from services.aggregator.state.updates import Received
 from shared.errors import NotFoundError
@@ -22,6 +22,7 @@ from shared.schemas import (
     Announcement,
     Decline,
     EvaluationReport,
+    NodeFailure,
     NodeView,
     RoundView,
     RunCreate,
@@ -50,8 +51,10 @@ class Federation:
         engine: Engine,
         blobs: BlobStore,
         clock: Callable[[], datetime] = utc_now,
+        offline_after: timedelta = health.OFFLINE_AFTER,
     ) -> None:
         self.engine = engine
+        self.offline_after = offline_after
         self.blobs = blobs
         self.clock = clock
         self._sessions: sessionmaker[Session] = make_session_factory(engine)
@@ -125,7 +128,7 @@ class Federation:
                 session, self.blobs, identity.name, run_id, number, received, now,
                 self.update_seam,
             )  # fmt: skip
-            nodes.touch(session, identity, now)
+            nodes.touch(session, identity, now).failure = None  # it contributes again
             return result
 
     def accept_evaluation(
@@ -134,7 +137,7 @@ class Federation:
         with self._sessions.begin() as session:
             now = self.clock()
             result = updates.accept_evaluation(session, identity.name, run_id, number, report, now)
-            nodes.touch(session, identity, now)
+            nodes.touch(session, identity, now).failure = None
             return result
 
     def accept_decline(
@@ -151,9 +154,41 @@ class Federation:
         with self._sessions() as session:
             return nodes.is_revoked(session, serial)
 
-    def revoke(self, serial: int, name: str, reason: str | None) -> None:
+    def revoke(self, serial: int, name: str, reason: str | None) -> list[int]:
+        """Deny the certificate and take its holder out of every active run at once.
+
+        Returns the ids of the runs it was removed from; their open rounds close as soon
+        as the remaining nodes have answered.
+        """
         with self._sessions.begin() as session:
             nodes.revoke(session, serial, name, reason, self.clock())
+            touched = runs.remove_node_everywhere(session, name, "certificate revoked")
+        if touched:
+            log.warning("node %s revoked: removed from run(s) %s", name, touched)
+        return touched
+
+    def remove_node(self, run_id: int, name: str) -> RunView:
+        """Take a node out of one active run without revoking its certificate."""
+        with self._sessions.begin() as session:
+            run = runs.get_run(session, run_id)
+            runs.remove_node(session, run, name, "removed by an administrator")
+            session.flush()
+            log.warning("node %s removed from run %d by an administrator", name, run_id)
+            return views.run_view(session, run)
+
+    def report_failure(self, identity: Identity, failure: NodeFailure) -> None:
+        what = "retrying" if failure.will_retry else "stopped"
+        reason = (
+            f"{failure.kind} failure ({failure.error_type}), {what}; "
+            "the details are in the hospital's node log"
+        )
+        with self._sessions.begin() as session:
+            nodes.report_failure(session, identity, reason, self.clock())
+        log.warning("node %s reported a %s", identity.name, reason)
+
+    def heartbeat(self, identity: Identity) -> None:
+        with self._sessions.begin() as session:
+            nodes.heartbeat(session, identity, self.clock())
 
     # --- the state machine ---
     def advance(self) -> bool:
@@ -192,7 +227,7 @@ class Federation:
 
     def list_nodes(self) -> list[NodeView]:
         with self._sessions() as session:
-            return views.node_views(session)
+            return views.node_views(session, self.clock(), self.offline_after)
 
     def model_path(self, sha256: str) -> Path:
         """A published model version's blob; updates are not downloadable."""

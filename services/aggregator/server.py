@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import socket
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
@@ -17,6 +20,7 @@ from services.aggregator.core.config import AggregatorSettings
 from services.aggregator.core.db import make_engine
 from services.aggregator.core.security import mutual_tls_config
 from services.aggregator.federation import Federation
+from shared import logs
 from shared.errors import ConfigurationError
 from shared.settings import describe_settings_error
 from shared.tls import server_ssl_context
@@ -43,7 +47,9 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
 def build(settings: AggregatorSettings) -> Federation:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     federation = Federation(
-        make_engine(settings.resolved_database_url), BlobStore(settings.blob_dir)
+        make_engine(settings.resolved_database_url),
+        BlobStore(settings.blob_dir),
+        offline_after=timedelta(seconds=settings.offline_after_s),
     )
     federation.migrate()
     federation.recover()
@@ -60,10 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level)
     try:
         federation = build(settings)
         context = server_ssl_context(
@@ -82,10 +85,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=settings.log_level,
         timeout_keep_alive=75,
     )
+    try:
+        sock = listening_socket(settings.host, settings.port)
+    except OSError as exc:
+        print(f"fedseg-aggregator: cannot start: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     server = uvicorn.Server(config)
     log.info("aggregator listening on https://%s:%d (mutual TLS)", settings.host, settings.port)
-    server.run()
+    server.run(sockets=[sock])
     return 0
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bind before saying "listening", so a busy port is one line, not a late traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(
+                exc.errno,
+                f"port {port} on {host} is already in use; stop the other process or set "
+                "FEDSEG_PORT to a free port",
+            ) from None
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 if __name__ == "__main__":

@@ -21,43 +21,46 @@ from shared.schemas import (
     Announcement,
     Decline,
     EvaluationReport,
+    NodeFailure,
     NodeView,
     TaskPoll,
     UpdateReceipt,
 )
+from shared.tls import CLOSED_WITHOUT_ANSWER, describe_tls_failure
 
 log = logging.getLogger("fedseg.node")
 T = TypeVar("T", bound=BaseModel)
 
-_ERRORS: dict[int, type[errors.FedsegError]] = {
+_BY_STATUS: dict[int, type[errors.FedsegError]] = {
     400: errors.InvalidRequestError,
+    401: errors.AuthenticationRequiredError,
     403: errors.PermissionDeniedError,
     404: errors.NotFoundError,
     409: errors.ConflictError,
     413: errors.PayloadTooLargeError,
     422: errors.UpdateRejectedError,
 }
-_RETRY_STATUS = {429, 500, 502, 503, 504}
+"""For answers without a known code (a proxy's page, an older aggregator): the family."""
+_RETRY_STATUS = {429, 500, 502, 503, 504, 507}
 
 
 def raise_for_answer(response: httpx.Response) -> None:
-    """Turn a 4xx into the matching FedsegError carrying the aggregator's detail."""
+    """Turn an error answer into the FedsegError its wire ``code`` names, with its detail.
+
+    The class comes from the code (shared/errors.py), never from the message's wording; an
+    answer without a known code maps to the family of its status.
+    """
     if response.is_success or response.status_code == 304:
         return
     try:
-        detail = str(response.json().get("detail"))
+        body = response.json()
     except ValueError:
-        detail = response.text[:500]
-    kind = _ERRORS.get(response.status_code, errors.TransportError)
-    if response.status_code == 409:
-        if "base model" in detail:
-            kind = errors.StaleModelError
-        elif "already has a different update" in detail:
-            kind = errors.DuplicateUpdateError
-        elif "speaks wire protocol" in detail:
-            kind = errors.ProtocolMismatchError
-        elif "is closed" in detail or "is aggregating" in detail or "is failed" in detail:
-            kind = errors.RoundNotOpenError
+        body = None
+    if isinstance(body, dict):
+        detail, code = str(body.get("detail")), body.get("code")
+    else:
+        detail, code = response.text[:500], None
+    kind = errors.for_code(code) or _BY_STATUS.get(response.status_code, errors.TransportError)
     raise kind(f"aggregator answered {response.status_code}: {detail}")
 
 
@@ -93,7 +96,14 @@ class AggregatorClient:
                     return response
                 problem = f"HTTP {response.status_code}"
             except httpx.TransportError as exc:
+                tls = describe_tls_failure(exc)
+                if tls is not None:  # a wrong CA or a plain-HTTP server stays wrong
+                    raise errors.TlsError(
+                        f"{what}: {self.http.base_url} refused TLS: {tls}"
+                    ) from None
                 problem = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, httpx.RemoteProtocolError):
+                    problem = CLOSED_WITHOUT_ANSWER
             if self.max_attempts is not None and attempt >= self.max_attempts:
                 raise errors.TransportError(f"{what} failed after {attempt} attempts: {problem}")
             delay = min(self.max_backoff_s, 0.5 * 2 ** min(attempt - 1, 16))
@@ -115,6 +125,28 @@ class AggregatorClient:
             what,
         )
         return self._json(answer, response)
+
+    def _tell(self, path: str, body: BaseModel | None) -> bool:
+        """One best-effort POST with no retries (the node is failing or busy): was it heard?"""
+        try:
+            response = self.http.post(
+                f"{API_PREFIX}{path}",
+                content=b"" if body is None else body.model_dump_json(),
+                headers={"content-type": "application/json"},
+                timeout=10.0,
+            )
+            raise_for_answer(response)
+        except (httpx.HTTPError, errors.FedsegError) as exc:
+            log.debug("telling the aggregator %s failed: %s", path, exc)
+            return False
+        return True
+
+    def report_failure(self, failure: NodeFailure) -> bool:
+        """Tell the aggregator this node failed (category and type only, never the text)."""
+        return self._tell("/nodes/failure", failure)
+
+    def heartbeat(self) -> bool:
+        return self._tell("/nodes/heartbeat", None)
 
     def announce(self, body: Announcement) -> NodeView:
         return self._post_json("/nodes/announce", body, "announce", NodeView)

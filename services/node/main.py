@@ -24,11 +24,19 @@ from services.node.privacy import delta_too_large
 from services.node.runner import LocalData, NodeRunner, PrivacyGuard
 from services.node.state_lock import StateLock
 from services.node.training import data_workers, select_device
-from shared.errors import ConfigurationError, FedsegError, ProtocolMismatchError
+from shared import logs
+from shared.errors import (
+    ConfigurationError,
+    DataError,
+    FedsegError,
+    PermissionDeniedError,
+    ProtocolMismatchError,
+    TransportError,
+)
 from shared.identity import identity_from_certificate
 from shared.pki import load_certificate
-from shared.schemas import PROTOCOL_VERSION, Announcement
-from shared.settings import describe_settings_error
+from shared.schemas import PROTOCOL_VERSION, Announcement, FailureKind, NodeFailure
+from shared.settings import describe_settings_error, kit_env_values
 from shared.tls import client_ssl_context
 
 log = logging.getLogger("fedseg.node")
@@ -48,8 +56,21 @@ def parse_args(argv: Sequence[str] | None) -> dict[str, object]:
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--device")
     parser.add_argument("--exit-when-done", action="store_true", default=None)
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        help="a kit's node.env; its paths are found in the kit's folder when used outside "
+        "a container; flags and FEDSEG_* variables win over it",
+    )
     args = parser.parse_args(argv)
-    return {k: v for k, v in vars(args).items() if v is not None}
+    chosen = {k: v for k, v in vars(args).items() if v is not None and k != "env_file"}
+    if args.env_file is None:
+        return chosen
+    try:
+        from_file: dict[str, object] = dict(kit_env_values(args.env_file))
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
+    return {**from_file, **chosen}
 
 
 def load_local_data(settings: NodeSettings) -> LocalData:
@@ -79,71 +100,113 @@ def load_local_data(settings: NodeSettings) -> LocalData:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["ledger"]:
-        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logs.configure("info")
         return ledger_cli.main(arguments[1:])
     try:
         settings = NodeSettings(**parse_args(argv))  # type: ignore[arg-type]
     except ValidationError as exc:
         print(f"fedseg-node: configuration error: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level)
     try:
         me = identity_from_certificate(load_certificate(settings.tls_cert))
-        device = select_device(settings.device)
-        workers = data_workers(settings.data_workers, device)
-        _state_lock = StateLock(settings.state_dir)  # held until the process ends
-        # Before any data is read: a missing or damaged ledger stops the node here.
-        ledger = PrivacyLedger(settings.state_dir, settings.privacy_budget_delta)
-        federation = federation_id(settings.tls_ca)
-        data = load_local_data(settings)
-        if (
-            too_large := delta_too_large(settings.privacy_budget_delta, len(data.train))
-        ) is not None:
-            raise ConfigurationError(too_large)
         context = client_ssl_context(settings.tls_cert, settings.tls_key, settings.tls_ca)
+        _state_lock = StateLock(settings.state_dir)  # held until the process ends
     except FedsegError as exc:
-        print(f"fedseg-node: cannot start: {exc}", file=sys.stderr)
-        return 2
-    log.info(
-        "node %s: %d training and %d validation cases on %s, %d data worker(s)",
-        me.name, len(data.train), len(data.val), device, workers,
-    )  # fmt: skip
+        return _stop(f"cannot start: {exc}", EXIT_CANNOT_START)
     http = httpx.Client(
         base_url=settings.aggregator_url, verify=context, timeout=settings.request_timeout_s
     )
     with http:
         client = AggregatorClient(http, max_backoff_s=settings.max_backoff_s)
-        announcement = Announcement(
+        started = False
+        try:
+            runner = _start(settings, client, me.name)
+            started = True
+            log.info("node %s on %s polling %s", me.name, platform.node(), settings.aggregator_url)
+            return runner.run(settings.poll_wait_s, settings.exit_when_done)
+        except KeyboardInterrupt:
+            return _stop("interrupted", EXIT_INTERRUPTED)
+        except Exception as exc:  # every way out ends in one line and an exit code
+            return _ended(exc, client, started)
+
+
+def _ended(exc: Exception, client: AggregatorClient, started: bool) -> int:
+    """Say in one line why the node stops; tell the aggregator when it is a failure here."""
+    if isinstance(exc, ProtocolMismatchError):  # e.g. the aggregator was upgraded under it
+        return _stop(f"stopped: {exc}", EXIT_CANNOT_START)
+    if isinstance(exc, PermissionDeniedError):  # revoked, or not a node certificate
+        return _stop(f"refused: {exc}", EXIT_REFUSED)
+    client.report_failure(_failure(exc))
+    if isinstance(exc, FedsegError):  # data, configuration, ledger, transport
+        if started:
+            return _stop(f"stopped: {exc}", EXIT_FAILED)
+        return _stop(f"cannot start: {exc}", EXIT_CANNOT_START)
+    log.debug("the crash, in full", exc_info=exc)
+    return _stop(
+        f"stopped: training crashed ({type(exc).__name__}: {exc}); run with "
+        "FEDSEG_LOG_LEVEL=debug for the full trace",
+        EXIT_FAILED,
+    )
+
+
+EXIT_COMPLETED, EXIT_FAILED, EXIT_CANNOT_START, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+"""fedseg-node's exit codes (deploy/README.md, "Exit codes")."""
+
+
+def _stop(message: str, code: int) -> int:
+    print(f"fedseg-node: {message}", file=sys.stderr)
+    return code
+
+
+def _failure(exc: BaseException) -> NodeFailure:
+    """What the aggregator is told: a category and the exception's type, never its text."""
+    kind = next(
+        (kind for cls, kind in _FAILURE_KINDS if isinstance(exc, cls)), FailureKind.TRAINING
+    )
+    return NodeFailure(kind=kind, error_type=type(exc).__name__[:80])
+
+
+_FAILURE_KINDS: tuple[tuple[type[BaseException], FailureKind], ...] = (
+    (DataError, FailureKind.DATA),
+    (ConfigurationError, FailureKind.CONFIGURATION),
+    (TransportError, FailureKind.CONNECTION),
+    (FedsegError, FailureKind.INTERNAL),
+)
+
+
+def _start(settings: NodeSettings, client: AggregatorClient, name: str) -> NodeRunner:
+    """Check the ledger, read the data, announce: a runner ready to take tasks."""
+    device = select_device(settings.device)
+    workers = data_workers(settings.data_workers, device)
+    # Before any data is read: a missing or damaged ledger stops the node here.
+    ledger = PrivacyLedger(settings.state_dir, settings.privacy_budget_delta)
+    federation = federation_id(settings.tls_ca)
+    data = load_local_data(settings)
+    too_large = delta_too_large(settings.privacy_budget_delta, len(data.train))
+    if too_large is not None:
+        raise ConfigurationError(too_large)
+    log.info(
+        "node %s: %d training and %d validation cases on %s, %d data worker(s)",
+        name, len(data.train), len(data.val), device, workers,
+    )  # fmt: skip
+    client.announce(
+        Announcement(
             protocol=PROTOCOL_VERSION,
             software_version=f"fedseg {VERSION} torch {torch.__version__}",
             device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             num_train_cases=len(data.train) if settings.announce_case_counts else None,
             num_val_cases=len(data.val) if settings.announce_case_counts else None,
         )
-        try:
-            client.announce(announcement)
-        except FedsegError as exc:  # refused (another protocol, a bad certificate) or unreachable
-            print(f"fedseg-node: cannot start: {exc}", file=sys.stderr)
-            return 2
-        guard = PrivacyGuard(
-            ledger=ledger,
-            federation=federation,
-            local_policy=settings.privacy_policy,
-            budget_epsilon=settings.privacy_budget_epsilon,
-            budget_delta=settings.privacy_budget_delta,
-        )
-        runner = NodeRunner(
-            client, data, settings.state_dir, device, me.name, guard, workers=workers
-        )
-        log.info("node %s on %s polling %s", me.name, platform.node(), settings.aggregator_url)
-        try:
-            return runner.run(settings.poll_wait_s, settings.exit_when_done)
-        except ProtocolMismatchError as exc:  # the aggregator was upgraded under this node
-            print(f"fedseg-node: stopped: {exc}", file=sys.stderr)
-            return 2
+    )
+    guard = PrivacyGuard(
+        ledger=ledger,
+        federation=federation,
+        local_policy=settings.privacy_policy,
+        budget_epsilon=settings.privacy_budget_epsilon,
+        budget_delta=settings.privacy_budget_delta,
+    )
+    return NodeRunner(client, data, settings.state_dir, device, name, guard, workers=workers)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from services.node.data.cases import Case
 from services.node.disclosure import evaluation_numbers, public_weight, update_metrics
 from services.node.dpsgd_training import DpSgdSettings, train_local_dpsgd
 from services.node.evaluation import Validation, validate
+from services.node.heartbeat import INTERVAL_S as HEARTBEAT_S
+from services.node.heartbeat import heartbeat
 from services.node.ledger import LedgerEntry, PrivacyLedger, ReleaseKey, ReleaseKind
 from services.node.privacy import local_target_refusal, node_policy, over_budget, remaining_cost
 from services.node.progress import ProgressBar
@@ -49,6 +51,7 @@ REFUSED_AGAIN = (
     errors.NotFoundError,
     errors.PayloadTooLargeError,
     errors.UpdateRejectedError,
+    errors.RequestValidationFailedError,
 )
 """What the aggregator may answer to a release sent again for a re-issued task."""
 
@@ -96,8 +99,10 @@ class NodeRunner:
         name: str,
         guard: PrivacyGuard,
         workers: int = 0,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.client = client
+        self.heartbeat_s = heartbeat_s
         self.name = name
         self.data = data
         self.state_dir = state_dir
@@ -307,7 +312,8 @@ class NodeRunner:
             if poll.task is not None:
                 seen_active = True
                 try:
-                    self.handle(poll.task)
+                    with heartbeat(self.client.heartbeat, self.heartbeat_s):
+                        self.handle(poll.task)
                 except errors.ConflictError as exc:
                     log.warning("round %d: %s", poll.task.round, exc)
                 continue

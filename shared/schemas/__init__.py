@@ -24,11 +24,20 @@ from shared.schemas.reports import (
     Announcement,
     Decline,
     EvaluationReport,
+    NodeFailure,
     UpdateManifest,
     UpdateReceipt,
 )
 from shared.schemas.runs import Aggregation, AggregationName, RunCreate, TrainingPlan
-from shared.schemas.states import DeadlinePolicy, RoundKind, RoundState, RunState, UpdateStatus
+from shared.schemas.states import (
+    DeadlinePolicy,
+    FailureKind,
+    NodeState,
+    RoundKind,
+    RoundState,
+    RunState,
+    UpdateStatus,
+)
 from shared.schemas.tasks import Task, TaskPoll
 from shared.schemas.views import ErrorBody, Health, NodeUpdateView, NodeView, RoundView, RunView
 
@@ -45,10 +54,13 @@ __all__ = [
     "Decline",
     "ErrorBody",
     "EvaluationReport",
+    "FailureKind",
     "Health",
     "Mechanism",
     "MetricsRelease",
+    "NodeFailure",
     "NodeName",
+    "NodeState",
     "NodeUpdateView",
     "NodeView",
     "PrivacyPolicy",

@@ -9,6 +9,7 @@ from pydantic import Field
 from shared.schemas.base import SHA256_PATTERN, Count, Number, Weight, _Strict
 from shared.schemas.metrics import UpdateMetrics
 from shared.schemas.privacy import PrivacySpend, PrivacyTotal
+from shared.schemas.states import FailureKind
 
 
 class Announcement(_Strict):
@@ -21,6 +22,19 @@ class Announcement(_Strict):
     num_train_cases: Count | None = None
     """Sent only when the hospital opts in (FEDSEG_ANNOUNCE_CASE_COUNTS): a count is private."""
     num_val_cases: Count | None = None
+
+
+class NodeFailure(_Strict):
+    """A node says it failed, before it exits or retries.
+
+    Only a category and the exception's type travel: a message could name a patient's case,
+    a path or a count, so the full text stays in the hospital's own log.
+    """
+
+    kind: FailureKind
+    error_type: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,79}$")
+    will_retry: bool = False
+    """True when the node goes on (it retries); False when the process exits."""
 
 
 class UpdateManifest(_Strict):

@@ -38,3 +38,30 @@ class DeadlinePolicy(StrEnum):
 class UpdateStatus(StrEnum):
     ACCEPTED = "accepted"
     DECLINED = "declined"
+    EXCLUDED = "excluded"
+    """Accepted, then its node was removed from the run before the round closed."""
+
+
+class NodeState(StrEnum):
+    """What the operator sees of a node, worst first: the first that applies wins."""
+
+    REVOKED = "revoked"
+    """Its certificate is on the aggregator's denylist."""
+    FAILED = "failed"
+    """It reported a failure (training, data, configuration) or declined, and has not recovered."""
+    OFFLINE = "offline"
+    """Not seen for longer than the aggregator's ``offline_after_s``."""
+    LATE = "late"
+    """Expected in the current round past its deadline, or missed the last round that closed."""
+    OK = "ok"
+
+
+class FailureKind(StrEnum):
+    """Why a node stopped or is retrying, as it tells the aggregator (no data, no paths)."""
+
+    CONFIGURATION = "configuration"
+    DATA = "data"
+    PRIVACY = "privacy"
+    TRAINING = "training"
+    CONNECTION = "connection"
+    INTERNAL = "internal"

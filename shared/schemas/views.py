@@ -10,7 +10,7 @@ from shared.schemas.base import _Strict
 from shared.schemas.metrics import RegionDice, RegionDistance, UpdateMetrics
 from shared.schemas.privacy import PrivacyPolicy, PrivacySpend, PrivacyTotal
 from shared.schemas.runs import Aggregation, TrainingPlan
-from shared.schemas.states import RoundKind, RoundState, RunState, UpdateStatus
+from shared.schemas.states import NodeState, RoundKind, RoundState, RunState, UpdateStatus
 
 
 class NodeUpdateView(_Strict):
@@ -84,6 +84,12 @@ class NodeView(_Strict):
     """The highest cumulative epsilon the node ever reported (None: none, or unbounded)."""
     ledger_regression: str | None = None
     """Set when a report went below that highest figure or came from another ledger."""
+    state: NodeState = NodeState.OK
+    state_detail: str | None = None
+    """Why the node is in ``state`` (the failure it reported, the round it missed, ...)."""
+    last_error: str | None = None
+    """The newest failure the node reported, kept after it recovered."""
+    last_error_at: datetime | None = None
 
 
 class Health(_Strict):
@@ -93,3 +99,5 @@ class Health(_Strict):
 
 class ErrorBody(_Strict):
     detail: str
+    code: str
+    """Stable machine-readable code (shared/errors.py); clients act on it, not on ``detail``."""

@@ -55,7 +55,8 @@ def test_node_certificate_connects_but_cannot_administer(aggregator: AggregatorP
         refused = node.post("/api/v1/runs/1/abort")
         assert refused.status_code == 403
         assert refused.json() == {
-            "detail": "this endpoint needs an admin certificate; site-1 has role node"
+            "detail": "this endpoint needs an admin certificate; site-1 has role node",
+            "code": "permission_denied",
         }
 
 

@@ -24,10 +24,13 @@ PUBLIC_NAMES = [
     "Decline",
     "ErrorBody",
     "EvaluationReport",
+    "FailureKind",
     "Health",
     "Mechanism",
     "MetricsRelease",
+    "NodeFailure",
     "NodeName",
+    "NodeState",
     "NodeUpdateView",
     "NodeView",
     "PrivacyPolicy",
@@ -61,7 +64,7 @@ def test_schemas_all_is_the_public_set() -> None:
 def test_schemas_every_exported_class_is_defined_in_the_package() -> None:
     classes = [getattr(shared.schemas, name) for name in PUBLIC_NAMES]
     modules = {cls.__name__: cls.__module__ for cls in classes if isinstance(cls, type)}
-    assert len(modules) == 32
+    assert len(modules) == 35
     assert all(module.startswith("shared.schemas.") for module in modules.values())
 
 
@@ -105,6 +108,7 @@ def wire_digest() -> str:
 WIRE_DIGESTS = {
     1: "3f3d7c820abf902a03af17a8e0dbcc006965b1b3e6269a036eb9d8c3de820594",
     2: "6f496c78f9efa856b15c629f35f880b92e526f997b943cd9615c9526b06a8c14",
+    3: "cacc119169e479d16e64510a5ccb727732eb9ac171e2c57b29ebeb25b8957e21",
 }
 """What each PROTOCOL_VERSION's schemas look like; a new version adds its digest."""
 

@@ -6,13 +6,19 @@ import ssl
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Query, Request, status
+from fastapi import Depends, Path, Query, Request
 
 from services.aggregator.core.config import AggregatorSettings
 from services.aggregator.core.notify import Signal
 from services.aggregator.federation import Federation
 from services.aggregator.state.nodes import check_protocol
-from shared.errors import ConflictError, PKIError
+from shared.errors import (
+    AuthenticationRequiredError,
+    CertificateRevokedError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    PKIError,
+)
 from shared.identity import Identity, Role, identity_from_der
 from shared.schemas import PROTOCOL_HEADER
 from shared.schemas.base import INT32_MAX
@@ -49,15 +55,15 @@ def current_identity(request: Request, federation: FederationDep) -> Identity:
     tls = (request.scope.get("extensions") or {}).get("tls") or {}
     chain = tls.get("client_cert_chain") or []
     if not chain:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a client certificate is required")
+        raise AuthenticationRequiredError("a client certificate is required")
     try:
         identity = _identity_of(chain[0])
     except PKIError as exc:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from exc
+        raise PermissionDeniedError(str(exc)) from exc
     if federation.is_revoked(identity.serial):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            f"certificate {identity.serial:x} of {identity.name} has been revoked",
+        raise CertificateRevokedError(
+            f"certificate {identity.serial:x} of {identity.name} has been revoked; "
+            "ask the federation's operator for a new certificate"
         )
     return identity
 
@@ -73,8 +79,7 @@ RunFilter = Annotated[int | None, Query(ge=1, le=INT32_MAX, description="a run i
 def _require(role: Role, action: str) -> object:
     def check(identity: CurrentIdentity) -> Identity:
         if identity.role != role:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
+            raise PermissionDeniedError(
                 f"{action} needs {'an' if role[0] in 'aeiou' else 'a'} {role} certificate; "
                 f"{identity.name} has role {identity.role}",
             )
@@ -97,11 +102,9 @@ def current_node(
         try:
             check_protocol(identity.name, int(sent))
         except ValueError:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST, f"{PROTOCOL_HEADER} must be an integer, got {sent!r}"
+            raise InvalidRequestError(
+                f"{PROTOCOL_HEADER} must be an integer, got {sent!r}"
             ) from None
-        except ConflictError as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     return identity
 
 

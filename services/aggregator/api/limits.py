@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.errors import PayloadTooLargeError, RequestValidationFailedError
+
 EXCERPT = 80
 """How many characters of a refused input a 422 quotes."""
 
@@ -42,7 +44,9 @@ class JsonBodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             response = JSONResponse(
-                {"detail": _too_large(self.limit)}, status_code=413, headers={"Connection": "close"}
+                {"detail": _too_large(self.limit), "code": PayloadTooLargeError.code},
+                status_code=PayloadTooLargeError.status,
+                headers={"Connection": "close"},
             )
             await response(scope, receive, send)
             return
@@ -54,6 +58,8 @@ class JsonBodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
+                    # An HTTPException, which FastAPI's body parsing lets through (any other
+                    # exception there becomes a 400); main.HTTP_CODES gives it its code.
                     raise HTTPException(413, _too_large(self.limit), {"Connection": "close"})
             return message
 
@@ -77,4 +83,5 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         }
         for error in exc.errors()[:20]
     ]
-    return JSONResponse({"detail": detail}, status_code=422)
+    failure = RequestValidationFailedError
+    return JSONResponse({"detail": detail, "code": failure.code}, status_code=failure.status)

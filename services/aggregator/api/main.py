@@ -12,10 +12,22 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.aggregator.api.browsers import BrowserWriteGuard
 from services.aggregator.api.limits import JsonBodyLimit, validation_error
-from services.aggregator.api.routes import health, models, nodes, rounds, runs, tasks, updates
+from services.aggregator.api.routes import (
+    dashboard,
+    health,
+    models,
+    nodes,
+    rounds,
+    runs,
+    tasks,
+    updates,
+)
 from services.aggregator.core.config import AggregatorSettings
+from services.aggregator.core.metrics import Traffic, TrafficMiddleware, new_registry
 from services.aggregator.core.notify import Signal
 from services.aggregator.federation import Federation
 from shared import errors
@@ -23,38 +35,60 @@ from shared.schemas import API_PREFIX
 
 log = logging.getLogger("fedseg.aggregator")
 
-_STATUS: tuple[tuple[type[errors.FedsegError], int], ...] = (
-    (errors.InvalidRequestError, 400),
-    (errors.PermissionDeniedError, 403),
-    (errors.NotFoundError, 404),
-    (errors.ConflictError, 409),
-    (errors.PayloadTooLargeError, 413),
-    (errors.UpdateRejectedError, 422),
-    (errors.PolicyRejectedError, 422),
-    (errors.StorageFullError, 507),
-    (errors.StorageError, 503),
-)
 RETRY_AFTER_S = 30
 """What a storage failure's ``Retry-After`` tells the client to wait."""
+HTTP_CODES = {
+    404: "no_such_path",
+    405: "method_not_allowed",
+    errors.PayloadTooLargeError.status: errors.PayloadTooLargeError.code,
+}
+"""Wire codes of the answers the framework gives by itself (not from a FedsegError)."""
 
 
-def status_of(exc: errors.FedsegError) -> int:
-    for kind, code in _STATUS:
-        if isinstance(exc, kind):
-            return code
-    return 500
+def error_response(
+    status: int, code: str, detail: object, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """Every error body: the human ``detail`` and the machine ``code`` clients act on."""
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
 
 
 async def _fedseg_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.FedsegError)
-    code = status_of(exc)
-    identity = "?"
     chain = ((request.scope.get("extensions") or {}).get("tls") or {}).get("client_cert_chain")
-    if chain:
-        identity = "certified caller"
-    log.warning("%s %s -> %d (%s): %s", request.method, request.url.path, code, identity, exc)
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, errors.StorageError) else None
-    return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+    identity = "certified caller" if chain else "?"
+    log.warning(
+        "%s %s -> %d %s (%s): %s",
+        request.method, request.url.path, exc.status, exc.code, identity, exc,
+    )  # fmt: skip
+    _count_rejection(request, exc.code)
+    return error_response(exc.status, exc.code, str(exc), _headers_for(exc))
+
+
+def _count_rejection(request: Request, code: str) -> None:
+    traffic: Traffic = request.app.state.traffic
+    traffic.reject(request.url.path, request.path_params.get("run_id"), code)
+
+
+def _headers_for(exc: errors.FedsegError) -> dict[str, str] | None:
+    """Storage failures say when to retry; a too-large body ends the connection, so the
+    server stops reading what the client goes on sending."""
+    if isinstance(exc, errors.StorageError):
+        return {"Retry-After": str(RETRY_AFTER_S)}
+    if isinstance(exc, errors.PayloadTooLargeError):
+        return {"Connection": "close"}
+    return None
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    _count_rejection(request, code)
+    return error_response(exc.status_code, code, exc.detail, dict(exc.headers or {}) or None)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    _count_rejection(request, errors.RequestValidationFailedError.code)
+    return await validation_error(request, exc)
 
 
 async def _ticker(app: FastAPI) -> None:
@@ -88,13 +122,26 @@ def create_app(settings: AggregatorSettings, federation: Federation) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    app = FastAPI(title="fedseg aggregator", version=health.VERSION, lifespan=lifespan)
+    # No /docs or /redoc: they load their scripts from a CDN and render blank offline. The
+    # schema stays at /openapi.json; the operator's page is /dashboard/ (served from here).
+    app = FastAPI(
+        title="fedseg aggregator",
+        version=health.VERSION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.federation = federation
     app.state.changes = Signal()
     app.add_exception_handler(errors.FedsegError, _fedseg_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(JsonBodyLimit, limit=settings.max_json_bytes)
+    app.add_middleware(BrowserWriteGuard)
+    app.state.metrics, app.state.traffic = new_registry(federation)
+    app.add_middleware(TrafficMiddleware, traffic=app.state.traffic)  # outermost: sees 413s
     for module in (health, runs, rounds, nodes, models, tasks, updates):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(dashboard.router)  # the page, outside the API prefix
     return app

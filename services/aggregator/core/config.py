@@ -35,6 +35,8 @@ class AggregatorSettings(BaseSettings):
     """Every other request body (runs, announcements, reports) is capped at this."""
     long_poll_s: float = Field(default=30.0, gt=0.0, le=300.0)
     tick_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    offline_after_s: float = Field(default=120.0, ge=60.0, le=86400.0)
+    """A node not seen for this long shows as ``offline`` (nodes heartbeat every 30 s)."""
     http_protocol: Literal["auto", "httptools", "h11"] = "auto"
     """HTTP/1.1 parser: httptools (C) when installed, h11 (pure Python) otherwise."""
     log_level: str = "info"
@@ -44,6 +46,16 @@ class AggregatorSettings(BaseSettings):
         check_tls_files(self.tls_cert, self.tls_key, self.tls_ca)
         if self.tls_crl is not None:
             _check_crl(self.tls_crl)
+        return self
+
+    @model_validator(mode="after")
+    def _offline_after_a_poll(self) -> AggregatorSettings:
+        if self.offline_after_s <= self.long_poll_s + 30.0:
+            raise ValueError(
+                f"FEDSEG_OFFLINE_AFTER_S ({self.offline_after_s:g}) must exceed "
+                f"FEDSEG_LONG_POLL_S + 30 ({self.long_poll_s + 30:g}): a node waiting in a "
+                "long poll would show as offline"
+            )
         return self
 
     @property

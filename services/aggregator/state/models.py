@@ -147,6 +147,13 @@ class Node(Base):
     num_val_cases: Mapped[int | None] = mapped_column(Integer, nullable=True)
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+    serial: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Hex serial of the certificate it last connected with (is that one revoked?)."""
+    failure: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The failure it reported and has not recovered from (cleared by its next start-up)."""
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The newest failure it reported, kept after it recovered."""
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class RevokedCertificate(Base):

@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.aggregator.state.models import Node, RevokedCertificate
-from shared.errors import ConflictError
+from shared.errors import ProtocolMismatchError
 from shared.identity import Identity
 from shared.schemas import PROTOCOL_VERSION, Announcement
 
@@ -22,11 +22,18 @@ def touch(session: Session, identity: Identity, now: datetime) -> Node:
     Many first requests of one node may race to create its row: the insert runs in a
     savepoint, and the loser of the race reads the winner's row instead of failing.
     """
+    serial = format(identity.serial, "x")
     node = session.get(Node, identity.name)
     if node is None:
         try:
             with session.begin_nested():
-                node = Node(name=identity.name, role=identity.role, first_seen=now, last_seen=now)
+                node = Node(
+                    name=identity.name,
+                    role=identity.role,
+                    first_seen=now,
+                    last_seen=now,
+                    serial=serial,
+                )
                 session.add(node)
             return node
         except IntegrityError:
@@ -35,13 +42,15 @@ def touch(session: Session, identity: Identity, now: datetime) -> Node:
                 raise
     if now - node.last_seen >= TOUCH_INTERVAL:
         node.last_seen = now
+    if node.serial != serial:
+        node.serial = serial
     return node
 
 
 def check_protocol(name: str, protocol: int) -> None:
-    """Raise ConflictError naming both versions unless `protocol` is PROTOCOL_VERSION."""
+    """Raise ProtocolMismatchError naming both versions unless `protocol` is PROTOCOL_VERSION."""
     if protocol != PROTOCOL_VERSION:
-        raise ConflictError(
+        raise ProtocolMismatchError(
             f"node {name} speaks wire protocol {protocol}, this aggregator "
             f"{PROTOCOL_VERSION}: run the same fedseg release on the aggregator and every node"
         )
@@ -56,6 +65,24 @@ def announce(session: Session, identity: Identity, body: Announcement, now: date
     node.device = body.device
     node.num_train_cases = body.num_train_cases
     node.num_val_cases = body.num_val_cases
+    node.failure = None  # a fresh start: whatever failed before is for last_error now
+    return node
+
+
+def report_failure(session: Session, identity: Identity, reason: str, now: datetime) -> Node:
+    """Record what a node says went wrong; it shows as ``failed`` until it starts again."""
+    node = touch(session, identity, now)
+    node.last_seen = now
+    node.failure = reason
+    node.last_error = reason
+    node.last_error_at = now
+    return node
+
+
+def heartbeat(session: Session, identity: Identity, now: datetime) -> Node:
+    """A node busy training says it is alive (its polls pause while it trains)."""
+    node = touch(session, identity, now)
+    node.last_seen = now
     return node
 
 

@@ -76,13 +76,17 @@ def poll_task(session: Session, node: str, now: datetime) -> TaskPoll:
 
 
 def response_counts(session: Session, rnd: Round) -> tuple[int, int]:
-    """(nodes that responded at all, nodes whose update was accepted) in this round."""
+    """(nodes that responded at all, nodes whose update was accepted) in this round.
+
+    What a node sent before it was removed from the run is ``excluded`` and counts for
+    neither.
+    """
     rows = session.execute(
         select(Update.status, func.count()).where(Update.round_id == rnd.id).group_by(Update.status)
     ).all()
     counts = {status: int(n) for status, n in rows}
     accepted = counts.get(UpdateStatus.ACCEPTED, 0)
-    return sum(counts.values()), accepted
+    return accepted + counts.get(UpdateStatus.DECLINED, 0), accepted
 
 
 def _begin_aggregating(session: Session, rnd: Round) -> bool:
@@ -100,6 +104,10 @@ def _begin_aggregating(session: Session, rnd: Round) -> bool:
 
 def check_round(session: Session, run: Run, rnd: Round, now: datetime) -> bool:
     """Apply the quorum and deadline rules to an open round; True if it should aggregate."""
+    if len(run.expected_nodes) < run.min_nodes:
+        _fail(run, rnd, now, f"only {len(run.expected_nodes)} expected nodes are left "
+              f"(min_nodes {run.min_nodes})")  # fmt: skip
+        return False
     responded, reported = response_counts(session, rnd)
     if responded >= len(run.expected_nodes):
         if reported >= run.min_nodes:

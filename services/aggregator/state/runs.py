@@ -5,11 +5,11 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.aggregator.core.blobs import BlobStore
-from services.aggregator.state.models import ModelVersion, Round, Run, Task
+from services.aggregator.state.models import ModelVersion, Round, Run, Task, Update
 from shared.errors import (
     ConfigurationError,
     ConflictError,
@@ -19,7 +19,7 @@ from shared.errors import (
 )
 from shared.model import initial_state
 from shared.privacy.mechanisms import validate_run_policy
-from shared.schemas import RoundKind, RoundState, RunCreate, RunState
+from shared.schemas import RoundKind, RoundState, RunCreate, RunState, UpdateStatus
 from shared.tensors import to_bytes
 
 ACTIVE_RUN_STATES = (RunState.RUNNING, RunState.PAUSED)
@@ -136,3 +136,48 @@ def set_run_state(session: Session, run_id: int, target: RunState, now: datetime
             rnd.deadline = now + timedelta(seconds=run.round_timeout_s)
     run.state = target
     return run
+
+
+ACTIVE = (RunState.RUNNING, RunState.PAUSED)
+
+
+def remove_node(session: Session, run: Run, name: str, why: str) -> None:
+    """Take ``name`` out of the run's expected nodes, from its open round on.
+
+    Its answers to the open round no longer count and it gets no more tasks, so the round
+    closes as soon as the remaining nodes have answered (the ticker re-checks it at once).
+    """
+    if run.state not in ACTIVE:
+        raise ConflictError(f"run {run.id} is {run.state}; only an active run's nodes change")
+    if name not in run.expected_nodes:
+        raise NotFoundError(f"node {name} is not one of run {run.id}'s expected nodes")
+    run.expected_nodes = [n for n in run.expected_nodes if n != name]  # a new list: tracked
+    current = session.scalars(
+        select(Round).where(Round.run_id == run.id, Round.state == RoundState.OPEN)
+    ).first()
+    if current is not None:
+        # The round's row lock (as an upload takes it): an upload checked before this
+        # removal commits first and is excluded here; one after it sees the removal.
+        session.execute(update(Round).where(Round.id == current.id).values(state=RoundState.OPEN))
+        session.execute(
+            update(Update)
+            .where(
+                Update.round_id == current.id,
+                Update.node == name,
+                Update.status == UpdateStatus.ACCEPTED,
+            )
+            .values(status=UpdateStatus.EXCLUDED, detail=f"node removed from the run ({why})")
+            .execution_options(synchronize_session=False)
+        )
+    note = f"node {name} removed ({why})"
+    run.detail = f"{run.detail}; {note}" if run.detail else note
+
+
+def remove_node_everywhere(session: Session, name: str, why: str) -> list[int]:
+    """``remove_node`` from every active run that expects it; the ids of those runs."""
+    touched = []
+    for run in session.scalars(select(Run).where(Run.state.in_(ACTIVE))).all():
+        if name in run.expected_nodes:
+            remove_node(session, run, name, why)
+            touched.append(run.id)
+    return touched

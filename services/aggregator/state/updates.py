@@ -26,6 +26,7 @@ from services.aggregator.state.weights import weight_refusal
 from shared.errors import (
     DuplicateUpdateError,
     InvalidRequestError,
+    NotExpectedError,
     NotFoundError,
     PermissionDeniedError,
     RoundNotOpenError,
@@ -110,6 +111,12 @@ def _check_binding(
             f"the body is for run {manifest.run_id} round {manifest.round}, "
             f"but was sent to run {rnd.run_id} round {rnd.number}"
         )
+    run = session.get(Run, rnd.run_id)
+    if run is None or node not in run.expected_nodes:
+        raise NotExpectedError(
+            f"node {node} is not one of run {rnd.run_id}'s expected nodes (it was never "
+            "part of the run, or an operator removed it); nothing was stored"
+        )
     task = session.scalars(select(Task).where(Task.round_id == rnd.id, Task.node == node)).first()
     if task is None:
         raise PermissionDeniedError(
@@ -152,6 +159,16 @@ def _hold_open(session: Session, rnd: Round) -> None:
         )
 
 
+def _still_expected(session: Session, rnd: Round, node: str) -> None:
+    """Under the round's lock: was the node removed from the run while this was checked?"""
+    expected = session.scalar(select(Run.expected_nodes).where(Run.id == rnd.run_id))
+    if expected is None or node not in expected:
+        raise NotExpectedError(
+            f"node {node} was removed from run {rnd.run_id} while this was being checked; "
+            "nothing was stored"
+        )
+
+
 Seam = Callable[[str], None]
 """Called with "checked" (all checks passed) and "held" (the round's row is locked)."""
 
@@ -181,6 +198,7 @@ def _insert(session: Session, rnd: Round, row: Update, seam: Seam) -> tuple[Upda
     seam("checked")
     _hold_open(session, rnd)
     seam("held")
+    _still_expected(session, rnd, row.node)
     try:
         with session.begin_nested():
             session.add(row)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from services.aggregator.state.health import node_health, revoked_serials, run_picture
 from services.aggregator.state.models import Node, Round, Run, Update
 from services.aggregator.state.rounds import open_round_of
 from shared.identity import Role
@@ -203,7 +205,7 @@ def _ledger_histories(session: Session) -> dict[str, LedgerHistory]:
     return {node: fold_totals(reported) for node, reported in totals.items()}
 
 
-def node_views(session: Session) -> list[NodeView]:
+def node_views(session: Session, now: datetime, offline_after: timedelta) -> list[NodeView]:
     joined = dict(
         session.execute(
             select(Update.node, func.count(func.distinct(Update.round_id)))
@@ -213,6 +215,8 @@ def node_views(session: Session) -> list[NodeView]:
     )
     histories = _ledger_histories(session)
     nodes = session.scalars(select(Node).order_by(Node.name)).all()
+    revoked, picture = revoked_serials(session), run_picture(session)
+    healths = {n.name: node_health(n, now, offline_after, revoked, picture) for n in nodes}
     return [
         NodeView(
             name=n.name,
@@ -225,6 +229,10 @@ def node_views(session: Session) -> list[NodeView]:
             privacy_total=histories[n.name].latest if n.name in histories else None,
             privacy_epsilon_max=histories[n.name].highest if n.name in histories else None,
             ledger_regression=histories[n.name].regression if n.name in histories else None,
+            state=healths[n.name].state,
+            state_detail=healths[n.name].detail,
+            last_error=n.last_error,
+            last_error_at=n.last_error_at,
         )
         for n in nodes
     ]

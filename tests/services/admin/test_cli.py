@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import re
 import shutil
 from collections.abc import Iterator
@@ -136,7 +138,7 @@ def test_create_run_from_flags_then_list_and_skip_a_duplicate(
     assert (code, out) == (0, f"run {run.id} (flags) is already running; not creating another\n")
     code, out, _ = _admin(capsys, aggregator, "rounds", "--run", str(run.id))
     assert code == 0
-    assert out.splitlines()[2].split()[:3] == ["1", "open", "0/2"]
+    assert out.splitlines()[5].split()[:3] == ["1", "open", "0/2"]  # after the legend
     assert _admin(capsys, aggregator, "abort", str(run.id))[:2] == (
         0,
         f"run {run.id} (flags) is now aborted\n",
@@ -246,8 +248,60 @@ def test_nodes_lists_who_announced(aggregator: AggregatorProcess, capsys: Captur
     code, out, _ = _admin(capsys, aggregator, "nodes")
     row = next(line for line in out.splitlines() if line.startswith("site-3 "))
     assert code == 0
-    assert row.split()[1] == "node"
+    assert row.split()[1:3] == ["node", "ok"]
     assert row.split()[-4:] == ["0", "7", "-", "cpu"]
+
+
+def test_remove_node_then_runs_and_rounds_read_well(
+    aggregator: AggregatorProcess, capsys: Capture
+) -> None:
+    run = _create(capsys, aggregator, "removal", "--min-nodes", "1")
+    code, out, err = _admin(capsys, aggregator, "remove-node", str(run.id), "site-2")
+    assert (code, err) == (0, "")
+    assert out == (
+        f"node site-2 removed from run {run.id}: it gets no more tasks and the open round "
+        "waits only for site-1\n"
+    )
+    code, out, err = _admin(capsys, aggregator, "remove-node", str(run.id), "site-2")
+    assert code == 1
+    assert err == (
+        f"fedseg-admin: error: DELETE /api/v1/runs/{run.id}/nodes/site-2 answered 404: "
+        f"node site-2 is not one of run {run.id}'s expected nodes\n"
+    )
+    code, out, _ = _admin(capsys, aggregator, "rounds", "--run", str(run.id))
+    assert code == 0
+    assert out.startswith("before: mean Dice of the round's base model")
+    assert out.splitlines()[-1].startswith("round 1 open: missing site-1; deadline in ")
+    code, out, _ = _admin(capsys, aggregator, "runs")
+    row = next(line for line in out.splitlines() if " removal " in line)
+    assert row.split()[3] == "1/2"
+    assert "node site-2 removed (removed by an administrator)" in out
+    _admin(capsys, aggregator, "abort", str(run.id))
+
+
+def test_export_writes_the_model_and_three_tables_once(
+    aggregator: AggregatorProcess, capsys: Capture, tmp_path: Path
+) -> None:
+    run = _create(capsys, aggregator, "export", "--min-nodes", "1")
+    out = tmp_path / "study"
+    code, printed, err = _admin(capsys, aggregator, "export", str(run.id), "--out", str(out))
+    assert (code, err) == (0, "")
+    assert printed.startswith(f"run {run.id} (export, running): wrote {out}/model.safetensors")
+    model = (out / "model.safetensors").read_bytes()
+    assert hashlib.sha256(model).hexdigest() == run.global_model
+    rounds = list(csv.DictReader((out / "rounds.csv").read_text().splitlines()))
+    assert [(r["round"], r["state"], r["expected_nodes"]) for r in rounds] == [
+        ("1", "open", "site-1 site-2")
+    ]
+    header = csv.DictReader((out / "nodes.csv").read_text().splitlines()).fieldnames or []
+    assert {"name", "state", "epsilon_total", "last_error"} <= set(header)
+    assert (out / "privacy.csv").read_text().startswith("round,node,status,mechanism,")
+    code, _, err = _admin(capsys, aggregator, "export", str(run.id), "--out", str(out))
+    assert code == 2
+    assert err.startswith("fedseg-admin: error: ")
+    assert "already exist" in err
+    assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() == run.global_model
+    _admin(capsys, aggregator, "abort", str(run.id))
 
 
 def test_revoke_a_certificate_refuses_its_next_request_and_records_it_in_the_crl(
@@ -273,7 +327,11 @@ def test_revoke_a_certificate_refuses_its_next_request_and_records_it_in_the_crl
         ]
         refused = http.get("/api/v1/health")  # the same keep-alive connection
     assert refused.status_code == 403
-    assert refused.json() == {"detail": f"certificate {serial:x} of site-8 has been revoked"}
+    assert refused.json() == {
+        "detail": f"certificate {serial:x} of site-8 has been revoked; "
+        "ask the federation's operator for a new certificate",
+        "code": "certificate_revoked",
+    }
     assert [e.serial_number for e in pki.load_crl(ca_copy / "crl.pem")] == [serial]
 
 

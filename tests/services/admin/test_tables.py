@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from services.admin.tables import nodes_table, progress_line, runs_table
+from services.admin.tables import (
+    current_round_line,
+    nodes_table,
+    progress_line,
+    run_progress,
+    runs_table,
+)
 from shared.model import ModelConfig
 from shared.schemas import PrivacyPolicy, RoundView, RunView, TrainingPlan
 
@@ -51,3 +57,22 @@ def test_progress_line_names_who_reported_declined_and_the_attempt() -> None:
     )
     evaluation = _round(kind="evaluate", round=4, reported_nodes=[], state="closed")
     assert progress_line(0, RUN, evaluation) == "[   0.0s] run 4 evaluation: closed, 0/2 reported"
+
+
+def test_run_progress_never_counts_past_the_total() -> None:
+    assert run_progress(RUN) == "2/3"
+    assert run_progress(RUN.model_copy(update={"current_round": 4})) == "3/3 + evaluation"
+    assert run_progress(RUN.model_copy(update={"current_round": None})) == "-/3"
+
+
+def test_the_open_round_names_who_is_missing_the_deadline_and_an_eta() -> None:
+    first = _round(round=1, state="closed", opened_at=WHEN, closed_at=WHEN + timedelta(seconds=100))
+    second = _round(opened_at=WHEN + timedelta(seconds=100), deadline=WHEN + timedelta(minutes=10))
+    now = WHEN + timedelta(seconds=130)
+    assert current_round_line(RUN, [first, second], now) == (
+        "round 2 open: missing b; deadline in 7 min 50 s (09:40:00 UTC); "
+        "run ETA about 2 min 50 s (from the last 1 rounds)"
+    )
+    late = current_round_line(RUN, [second], WHEN + timedelta(hours=1))
+    assert late == "round 2 open: missing b; deadline passed (09:40:00 UTC)"
+    assert current_round_line(RUN, [first], now) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from services.node.client import AggregatorClient
+from services.node.client import AggregatorClient, raise_for_answer
 from shared import errors
 from shared.schemas import PROTOCOL_HEADER, PROTOCOL_VERSION, TaskPoll
 
@@ -56,7 +56,8 @@ def test_backoff_is_capped() -> None:
         ),
         (409, "round 2 of run 1 is closed", errors.RoundNotOpenError),
         (403, "no task was issued to node site-1 for run 1 round 2", errors.PermissionDeniedError),
-        (422, "tensor 'a' holds 1 non-finite values (NaN or inf)", errors.UpdateRejectedError),
+        (403, "certificate 1f of site-1 has been revoked", errors.CertificateRevokedError),
+        (422, "tensor 'a' holds 1 non-finite values (NaN or inf)", errors.NonFiniteError),
         (413, "update body exceeds the limit", errors.PayloadTooLargeError),
     ],
 )
@@ -67,7 +68,7 @@ def test_client_errors_are_not_retried_and_carry_detail(
 
     def handle(request: httpx.Request) -> httpx.Response:
         calls.append(request)
-        return httpx.Response(status, json={"detail": detail})
+        return httpx.Response(status, json={"detail": detail, "code": kind.code})
 
     sleeps: list[float] = []
     with pytest.raises(kind) as caught:
@@ -108,10 +109,40 @@ def test_every_request_names_the_protocol_and_a_mismatch_is_fatal() -> None:
 
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(request.headers.get(PROTOCOL_HEADER))
-        return httpx.Response(409, json={"detail": detail})
+        return httpx.Response(409, json={"detail": detail, "code": "protocol_mismatch"})
 
     sleeps: list[float] = []
     with pytest.raises(errors.ProtocolMismatchError, match="speaks wire protocol 1"):
         _client(httpx.MockTransport(handle), sleeps).poll(0)
     assert seen == [str(PROTOCOL_VERSION)]  # sent, and not retried
     assert sleeps == []
+
+
+ANSWERED = [kind for kind in errors.error_classes() if kind.status < 500]
+"""Error classes a node raises from an answer (5xx are retried instead)."""
+WORDINGS = ("round 2 of run 1 is closed", "speaks wire protocol 9", "a different update", "")
+
+
+@pytest.mark.parametrize("kind", ANSWERED, ids=lambda kind: kind.__name__)
+def test_the_class_comes_from_the_code_whatever_the_wording(kind: type[errors.FedsegError]) -> None:
+    """Rewording a message cannot change what the node does: only ``code`` chooses the class."""
+    for words in WORDINGS:
+        answer = httpx.Response(kind.status, json={"detail": words, "code": kind.code})
+        with pytest.raises(errors.FedsegError) as caught:
+            raise_for_answer(answer)
+        assert type(caught.value) is kind
+
+
+def test_an_answer_without_a_known_code_falls_back_to_its_status_family() -> None:
+    for body, kind in (
+        ({"detail": "round 2 of run 1 is closed"}, errors.ConflictError),
+        ({"detail": "x", "code": "from_a_future_release"}, errors.ConflictError),
+        ("<html>proxy says no</html>", errors.ConflictError),
+    ):
+        answer = (
+            httpx.Response(409, json=body) if isinstance(body, dict)
+            else httpx.Response(409, text=body)
+        )  # fmt: skip
+        with pytest.raises(errors.FedsegError) as caught:
+            raise_for_answer(answer)
+        assert type(caught.value) is kind

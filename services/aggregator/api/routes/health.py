@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from services.aggregator.api.deps import CurrentIdentity, FederationDep
-from shared.schemas import Health, RoundState
+from services.aggregator.api.deps import CurrentIdentity
+from shared.schemas import Health
 
 router = APIRouter(tags=["health"])
 VERSION = "0.1.0"
@@ -17,20 +18,9 @@ def health(_: CurrentIdentity) -> Health:
     return Health(status="ok", version=VERSION)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-def metrics(_: CurrentIdentity, federation: FederationDep) -> str:
-    """Prometheus text format: rounds by state and updates accepted, for the newest run."""
-    rounds = federation.list_rounds()
-    lines = [
-        "# HELP fedseg_rounds Rounds of the newest run by state.",
-        "# TYPE fedseg_rounds gauge",
-    ]
-    for state in RoundState:
-        count = sum(1 for r in rounds if r.state == state)
-        lines.append(f'fedseg_rounds{{state="{state}"}} {count}')
-    lines += [
-        "# HELP fedseg_updates_accepted Updates accepted in the newest run.",
-        "# TYPE fedseg_updates_accepted counter",
-        f"fedseg_updates_accepted {sum(len(r.reported_nodes) for r in rounds)}",
-    ]
-    return "\n".join(lines) + "\n"
+@router.get("/metrics", response_class=Response)
+def metrics(_: CurrentIdentity, request: Request) -> Response:
+    """Prometheus text format (services/aggregator/core/metrics.py lists the series)."""
+    registry: CollectorRegistry = request.app.state.metrics
+    # The 0.0.4 text format: what every Prometheus 2.x scraper (Debian's included) reads.
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, status
 
 from services.aggregator.api.deps import (
     AdminNode,
@@ -11,6 +13,7 @@ from services.aggregator.api.deps import (
     FederationDep,
     RunId,
 )
+from shared.identity import NAME_PATTERN
 from shared.schemas import RunCreate, RunState, RunView
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -33,6 +36,21 @@ def list_runs(_: CurrentIdentity, federation: FederationDep) -> list[RunView]:
 @router.get("/{run_id}")
 def get_run(run_id: RunId, _: CurrentIdentity, federation: FederationDep) -> RunView:
     return federation.get_run(run_id)
+
+
+@router.delete("/{run_id}/nodes/{name}")
+def remove_node(
+    run_id: RunId,
+    name: Annotated[str, Path(pattern=NAME_PATTERN, max_length=64)],
+    _: AdminNode,
+    federation: FederationDep,
+    changes: ChangesDep,
+) -> RunView:
+    """Take a node out of an active run (its certificate stays valid): the open round
+    stops waiting for it and what it sent to that round no longer counts."""
+    run = federation.remove_node(run_id, name)
+    changes.fire()
+    return run
 
 
 def _control(target: RunState):  # type: ignore[no-untyped-def]

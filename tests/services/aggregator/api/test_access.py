@@ -28,7 +28,8 @@ def test_admin_creates_run_and_node_cannot(client_as: ClientAs) -> None:
     refused = client_as("site-1").post("/api/v1/runs", json=body)
     assert refused.status_code == 403
     assert refused.json() == {
-        "detail": "this endpoint needs an admin certificate; site-1 has role node"
+        "detail": "this endpoint needs an admin certificate; site-1 has role node",
+        "code": "permission_denied",
     }
     created = client_as("admin").post("/api/v1/runs", json=body)
     assert created.status_code == 201
@@ -69,7 +70,10 @@ def test_status_is_readable_by_nodes_and_admins(client_as: ClientAs) -> None:
         assert (only.round, only.state, only.reported_nodes) == (1, "open", [])
     assert client_as("site-3").get("/api/v1/runs/1").json()["id"] == 1
     missing = client_as("admin").get("/api/v1/runs/9")
-    assert (missing.status_code, missing.json()) == (404, {"detail": "no run 9"})
+    assert (missing.status_code, missing.json()) == (
+        404,
+        {"detail": "no run 9", "code": "not_found"},
+    )
 
 
 def test_admin_cannot_poll_for_tasks(client_as: ClientAs) -> None:
@@ -83,7 +87,10 @@ def test_request_without_certificate_is_unauthorised(
     app = create_app(settings, federation)
     response = TestClient(app, base_url="https://t").get("/api/v1/rounds")
     assert response.status_code == 401
-    assert response.json() == {"detail": "a client certificate is required"}
+    assert response.json() == {
+        "detail": "a client certificate is required",
+        "code": "certificate_required",
+    }
 
 
 def test_revoked_certificate_refused_on_next_request(client_as: ClientAs, pki_dir: Path) -> None:
@@ -98,7 +105,11 @@ def test_revoked_certificate_refused_on_next_request(client_as: ClientAs, pki_di
     assert revoked.status_code == 204
     refused = node.get("/api/v1/tasks/next")
     assert refused.status_code == 403
-    assert refused.json() == {"detail": f"certificate {serial:x} of site-2 has been revoked"}
+    assert refused.json() == {
+        "detail": f"certificate {serial:x} of site-2 has been revoked; "
+        "ask the federation's operator for a new certificate",
+        "code": "certificate_revoked",
+    }
     assert client_as("site-1").get("/api/v1/tasks/next").status_code == 200
 
 
@@ -118,15 +129,8 @@ def test_model_download_with_etag(client_as: ClientAs, federation: Federation) -
     unknown = node.get(f"/api/v1/models/{'a' * 64}")
     assert (unknown.status_code, unknown.json()) == (
         404,
-        {"detail": f"no model version {'a' * 64}"},
+        {"detail": f"no model version {'a' * 64}", "code": "not_found"},
     )
-
-
-def test_metrics_in_prometheus_text(client_as: ClientAs) -> None:
-    client_as("admin").post("/api/v1/runs", json=tiny_run().model_dump(mode="json"))
-    text = client_as("admin").get("/api/v1/metrics").text
-    assert 'fedseg_rounds{state="open"} 1' in text
-    assert "fedseg_updates_accepted 0" in text
 
 
 def _odd_certificate(
@@ -219,6 +223,7 @@ def test_json_bodies_are_capped_while_streaming_and_refusals_close_the_connectio
         "/api/v1/runs", content=chunks(), headers={"content-type": "application/json"}
     )
     assert streamed.status_code == 413
+    assert (declared.json()["code"], streamed.json()["code"]) == ("payload_too_large",) * 2
     assert federation.list_runs() == []
 
 
@@ -228,5 +233,40 @@ def test_a_422_quotes_only_an_excerpt_of_the_input(client_as: ClientAs) -> None:
     assert answer.status_code == 422
     assert len(answer.content) < 2000
     (error,) = answer.json()["detail"]
+    assert answer.json()["code"] == "validation_error"
     assert error["loc"] == ["body", "name"]
     assert error["input"].endswith("… (500002 characters)")
+
+
+def test_the_framework_s_own_refusals_carry_a_code(client_as: ClientAs) -> None:
+    admin = client_as("admin")
+    missing = admin.get("/api/v1/no-such-endpoint")
+    assert (missing.status_code, missing.json()["code"]) == (404, "no_such_path")
+    wrong = admin.delete("/api/v1/runs")
+    assert (wrong.status_code, wrong.json()["code"]) == (405, "method_not_allowed")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"origin": "https://evil.example"}, {"sec-fetch-site": "cross-site"},
+     {"sec-fetch-site": "same-origin"}],
+)  # fmt: skip
+def test_a_browser_cannot_change_state_even_with_an_admin_certificate(
+    client_as: ClientAs, federation: Federation, headers: dict[str, str]
+) -> None:
+    admin = client_as("admin")
+    body = tiny_run().model_dump(mode="json")
+    refused = admin.post("/api/v1/runs", json=body, headers=headers)
+    assert (refused.status_code, refused.json()["code"]) == (403, "browser_write_refused")
+    assert federation.list_runs() == []
+    assert admin.get("/api/v1/runs", headers=headers).status_code == 200  # reading is fine
+    assert (
+        admin.post("/api/v1/runs", json=body, headers={"sec-fetch-site": "none"}).status_code == 201
+    )
+
+
+def test_no_page_loads_scripts_from_a_cdn(client_as: ClientAs) -> None:
+    admin = client_as("admin")
+    assert admin.get("/docs").status_code == 404
+    assert admin.get("/redoc").status_code == 404
+    assert admin.get("/openapi.json").json()["info"]["title"] == "fedseg aggregator"

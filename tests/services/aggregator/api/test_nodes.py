@@ -40,7 +40,8 @@ def test_another_wire_protocol_is_refused_by_name_and_not_recorded(client_as: Cl
     assert answer.status_code == 409
     assert answer.json() == {
         "detail": f"node site-2 speaks wire protocol {other}, this aggregator "
-        f"{PROTOCOL_VERSION}: run the same fedseg release on the aggregator and every node"
+        f"{PROTOCOL_VERSION}: run the same fedseg release on the aggregator and every node",
+        "code": "protocol_mismatch",
     }
     listed = client_as("admin").get("/api/v1/nodes").json()
     assert [n["name"] for n in listed if n["name"] == "site-2"] == []
@@ -64,7 +65,10 @@ def test_a_node_request_with_another_protocol_header_is_refused_before_any_work(
     assert refused.json()["detail"].startswith(f"node site-1 speaks wire protocol {other}, ")
     garbled = node.get("/api/v1/tasks/next", params={"wait": 0}, headers={PROTOCOL_HEADER: "x"})
     assert garbled.status_code == 400
-    assert garbled.json() == {"detail": "x-fedseg-protocol must be an integer, got 'x'"}
+    assert garbled.json() == {
+        "detail": "x-fedseg-protocol must be an integer, got 'x'",
+        "code": "invalid_request",
+    }
     same = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
     assert node.get("/api/v1/tasks/next", params={"wait": 0}, headers=same).status_code == 200
     # Status queries (an operator's curl, the admin CLI) need no header.

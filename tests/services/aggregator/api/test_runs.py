@@ -66,7 +66,7 @@ def test_create_run_refuses_a_policy_that_cannot_run(
     admin = client_as("admin")
     answer = admin.post("/api/v1/runs", json=_run(privacy, **plan))
     assert answer.status_code == 422
-    assert answer.json() == {"detail": detail}
+    assert answer.json() == {"detail": detail, "code": "policy_rejected"}
     assert admin.get("/api/v1/runs").json() == []
 
 

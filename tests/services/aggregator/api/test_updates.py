@@ -95,15 +95,17 @@ def test_node_cannot_upload_with_another_nodes_task(
     assert _snapshot(federation) == before
 
 
-def test_node_without_task_is_refused(
+def test_a_node_outside_the_run_is_refused(
     client_as: ClientAs, federation: Federation, started: dict[str, Task]
 ) -> None:
     task = started["site-1"]
+    before = _snapshot(federation)
     response = _put(
         client_as("site-3"), task, update_for(task, zero_delta(_base(federation, task)))
     )
-    assert response.status_code == 403
-    assert response.json()["detail"] == "no task was issued to node site-3 for run 1 round 1"
+    assert response.status_code == 409
+    assert response.json()["code"] == "node_not_expected"
+    assert _snapshot(federation) == before
 
 
 def test_upload_for_round_not_given_is_refused(
