@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python -m benchmarks.privacy_filters
 	$(BIN)/python -m benchmarks.data_path
 	$(BIN)/python -m benchmarks.dpsgd_step
+	$(BIN)/python -m benchmarks.sparse_wire
 
 # TEST HARNESS: both images and the README's compose command on a real Docker engine, with
 # stand-in base images (no registry needed); needs root the first time (deploy/README.md).

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _save_bytes
 
+from shared import sparse_codec
 from shared.errors import MalformedUpdateError, NonFiniteError, SpecMismatchError
 from shared.privacy.types import SparseTensor
 from shared.schemas import MANIFEST_KEY, UpdateManifest
@@ -36,7 +37,7 @@ _DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.bool: "BOOL",
 }
 _CHUNK = 1 << 20
-SPARSE_INDICES = "::indices"
+SPARSE_POSITIONS = "::positions"
 SPARSE_VALUES = "::values"
 
 
@@ -106,7 +107,9 @@ def update_bytes(
         raise ValueError("manifest.sparse must name exactly the sparse tensors given")
     flat: dict[str, torch.Tensor] = dict(tensors)
     for name, part in sparse.items():
-        flat[name + SPARSE_INDICES] = part.indices
+        numel = math.prod(part.shape)
+        encoded = sparse_codec.encode(part.indices.numpy(), numel)
+        flat[name + SPARSE_POSITIONS] = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
         flat[name + SPARSE_VALUES] = part.values.to(torch.float32)
     return to_bytes(flat, {MANIFEST_KEY: manifest.model_dump_json()})
 
@@ -114,16 +117,19 @@ def update_bytes(
 def iter_update(
     path: Path, manifest: UpdateManifest, spec: ModelSpec
 ) -> Iterator[tuple[str, torch.Tensor | SparseTensor]]:
-    """Yield each released tensor of an update file: dense, or sparse (indices, values)."""
+    """Yield each released tensor of an update file: dense, or sparse (positions decoded)."""
     sparse = set(manifest.sparse)
     with _open(path) as handle:
         for name in spec:
             if name in sparse:
+                values = handle.get_tensor(name + SPARSE_VALUES)
                 yield (
                     name,
                     SparseTensor(
-                        handle.get_tensor(name + SPARSE_INDICES),
-                        handle.get_tensor(name + SPARSE_VALUES),
+                        _positions(
+                            handle.get_tensor(name + SPARSE_POSITIONS), values, spec[name], name
+                        ),
+                        values,
                         spec[name].shape,
                     ),
                 )
@@ -174,7 +180,7 @@ def _expected_keys(
     keys: dict[str, TensorSpec | None] = {}
     for name, want in spec.items():
         if name in sparse:
-            keys[name + SPARSE_INDICES] = None
+            keys[name + SPARSE_POSITIONS] = None
             keys[name + SPARSE_VALUES] = None
         elif name not in excluded:
             keys[name] = want
@@ -186,9 +192,10 @@ def check_against_spec(
 ) -> None:
     """Raise unless the file holds exactly what ``spec`` and the manifest's lists call for.
 
-    Dense tensors must match the model's dtype and shape; a sparse tensor's indices must be
-    int64, strictly increasing and inside the tensor, its values float32 of the same
-    length; nothing may be NaN or infinite. Tensors are read one at a time (memory-mapped).
+    Dense tensors must match the model's dtype and shape; a sparse tensor's positions must
+    decode (shared.sparse_codec) to exactly as many entries inside the tensor as it has
+    float32 values; nothing may be NaN or infinite. Tensors are read one at a time
+    (memory-mapped).
     """
     expected = _expected_keys(spec, sparse, excluded)
     got = spec_of_file(path)
@@ -215,36 +222,37 @@ def check_against_spec(
     for name in sparse:
         _check_sparse(name, got, spec[name])
     for name, tensor in iter_tensors(path):
-        if name.endswith(SPARSE_INDICES):
-            _check_indices(name, tensor, spec[name[: -len(SPARSE_INDICES)]])
+        if name.endswith(SPARSE_POSITIONS):
+            base = name[: -len(SPARSE_POSITIONS)]
+            values = got[base + SPARSE_VALUES]
+            sparse_codec.decode(_raw(tensor), values.shape[0], math.prod(spec[base].shape), base)
         elif tensor.is_floating_point() and not all_finite(tensor):
             bad = int((~torch.isfinite(tensor)).sum())
             raise NonFiniteError(f"tensor {name!r} holds {bad} non-finite values (NaN or inf)")
 
 
 def _check_sparse(name: str, got: Mapping[str, TensorSpec], want: TensorSpec) -> None:
-    indices, values = got[name + SPARSE_INDICES], got[name + SPARSE_VALUES]
-    if indices.dtype != "I64" or len(indices.shape) != 1:
-        raise SpecMismatchError(f"sparse tensor {name!r}: indices must be int64 [k]")
-    if values.dtype != "F32" or values.shape != indices.shape:
-        raise SpecMismatchError(
-            f"sparse tensor {name!r}: values must be float32 with as many entries as indices"
-        )
+    positions, values = got[name + SPARSE_POSITIONS], got[name + SPARSE_VALUES]
+    if positions.dtype != "U8" or len(positions.shape) != 1:
+        raise SpecMismatchError(f"sparse tensor {name!r}: positions must be uint8 [bytes]")
+    if values.dtype != "F32" or len(values.shape) != 1:
+        raise SpecMismatchError(f"sparse tensor {name!r}: values must be float32 [k]")
     numel = math.prod(want.shape)
-    if indices.shape[0] > numel:
+    if values.shape[0] > numel:
         raise SpecMismatchError(
             f"sparse tensor {name!r} has more entries than the tensor's {numel}"
         )
 
 
-def _check_indices(key: str, indices: torch.Tensor, want: TensorSpec) -> None:
+def _raw(tensor: torch.Tensor) -> bytes:
+    return tensor.numpy().tobytes()
+
+
+def _positions(
+    encoded: torch.Tensor, values: torch.Tensor, want: TensorSpec, name: str
+) -> torch.Tensor:
     numel = math.prod(want.shape)
-    if indices.numel() == 0:
-        return
-    if int(indices[0]) < 0 or int(indices[-1]) >= numel:
-        raise SpecMismatchError(f"{key!r} holds positions outside the tensor's {numel} entries")
-    if indices.numel() > 1 and not bool((indices[1:] > indices[:-1]).all()):
-        raise SpecMismatchError(f"{key!r} must be strictly increasing")
+    return torch.from_numpy(sparse_codec.decode(_raw(encoded), values.numel(), numel, name))
 
 
 def all_finite(tensor: torch.Tensor) -> bool:

@@ -40,9 +40,11 @@ class NodeFailure(_Strict):
 class UpdateManifest(_Strict):
     """Binds an update to its task; carried inside the safetensors ``__metadata__``.
 
-    Tensors named in ``sparse`` travel as ``<name>::indices`` (int64 [k], strictly
-    increasing flat positions) and ``<name>::values`` (float32 [k]); tensors named in
-    ``excluded`` are absent. Every other tensor of the model travels dense.
+    Tensors named in ``sparse`` travel as ``<name>::positions`` (uint8: the released flat
+    positions as a bitmap or Rice-coded gaps, whichever is smaller; shared.sparse_codec)
+    and ``<name>::values`` (float32 [k], in position order); tensors named in ``excluded``
+    are absent. Every other tensor of the model travels dense. (Protocol 2 sent int64
+    ``<name>::indices``; protocol 3 refuses them.)
     """
 
     run_id: Number

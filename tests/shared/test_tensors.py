@@ -66,8 +66,9 @@ def test_sparse_update_costs_about_its_fraction_in_bytes() -> None:
     sparse = {"w": SparseTensor(idx, torch.randn(k), (100_000,))}
     full = len(update_bytes(dense, _manifest()))
     part = len(update_bytes({}, _manifest(sparse=("w",)), sparse))
-    # 10 % of the values (4 bytes each) plus int64 indices (8 bytes each): ~30 % of dense.
-    assert part < 0.31 * full
+    # 10 % of the values (4 bytes each) plus Rice-coded positions (~0.5 bit per entry of
+    # the tensor): about 11.5 % of dense.
+    assert part < 0.12 * full
 
 
 def test_excluded_tensor_is_absent_and_accepted(tmp_path: Path) -> None:
@@ -77,37 +78,47 @@ def test_excluded_tensor_is_absent_and_accepted(tmp_path: Path) -> None:
     assert [name for name, _ in iter_update(path, manifest, SPEC)] == ["a.weight"]
 
 
-@pytest.mark.parametrize(
-    ("indices", "values", "message"),
-    [
-        ([0, 6], [1.0, 1.0], "'a.weight::indices' holds positions outside the tensor's 6 entries"),
-        ([-1, 2], [1.0, 1.0], "'a.weight::indices' holds positions outside the tensor's 6 entries"),
-        ([3, 3], [1.0, 1.0], "'a.weight::indices' must be strictly increasing"),
-        ([4, 2], [1.0, 1.0], "'a.weight::indices' must be strictly increasing"),
-        ([0, 1], [1.0, float("nan")], "tensor 'a.weight::values' holds 1 non-finite values"),
-    ],
-)
-def test_bad_sparse_parts_are_rejected(
-    tmp_path: Path, indices: list[int], values: list[float], message: str
-) -> None:
-    manifest = _manifest(sparse=("a.weight",))
-    part = _sparse(indices, values, (2, 3))
-    path = _write(tmp_path, update_bytes({"b.bias": torch.ones(4)}, manifest, {"a.weight": part}))
-    with pytest.raises((SpecMismatchError, NonFiniteError)) as caught:
-        check_against_spec(path, SPEC, manifest.sparse, manifest.excluded)
-    assert str(caught.value).startswith(message)
-
-
-def test_sparse_values_of_wrong_dtype_rejected(tmp_path: Path) -> None:
-    from shared.tensors import SPARSE_INDICES, SPARSE_VALUES, to_bytes
+def _crafted(tmp_path: Path, positions: torch.Tensor, values: torch.Tensor) -> Path:
+    """An update whose sparse part is written by hand, as a hostile node could."""
+    from shared.tensors import SPARSE_POSITIONS, SPARSE_VALUES, to_bytes
 
     manifest = _manifest(sparse=("a.weight",))
     flat = {
         "b.bias": torch.ones(4),
-        "a.weight" + SPARSE_INDICES: torch.tensor([0, 1]),
-        "a.weight" + SPARSE_VALUES: torch.tensor([1.0, 2.0], dtype=torch.float64),
+        "a.weight" + SPARSE_POSITIONS: positions,
+        "a.weight" + SPARSE_VALUES: values,
     }
-    path = _write(tmp_path, to_bytes(flat, {"fedseg.manifest": manifest.model_dump_json()}))
+    return _write(tmp_path, to_bytes(flat, {"fedseg.manifest": manifest.model_dump_json()}))
+
+
+def _u8(*data: int) -> torch.Tensor:
+    return torch.tensor(data, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize(
+    ("positions", "values", "message"),
+    [
+        (_u8(1, 0b1000_0001), [1.0, 1.0], "positions bitmap sets bits past the tensor's end"),
+        (_u8(1, 0b0000_0001), [1.0, 1.0], "positions bitmap marks 1 entries but 2 values"),
+        (_u8(1, 0b11, 0), [1.0, 1.0], "positions take 3 bytes, more than a bitmap of 6"),
+        (_u8(9, 0b11), [1.0, 1.0], "positions use unknown scheme 9"),
+        (_u8(1, 0b11), [1.0, float("nan")], "tensor 'a.weight::values' holds 1 non-finite"),
+        (torch.tensor([0, 1]), [1.0, 1.0], "sparse tensor 'a.weight': positions must be uint8"),
+    ],
+)
+def test_bad_sparse_parts_are_rejected(
+    tmp_path: Path, positions: torch.Tensor, values: list[float], message: str
+) -> None:
+    path = _crafted(tmp_path, positions, torch.tensor(values))
+    manifest = _manifest(sparse=("a.weight",))
+    with pytest.raises((SpecMismatchError, NonFiniteError)) as caught:
+        check_against_spec(path, SPEC, manifest.sparse, manifest.excluded)
+    assert message in str(caught.value)
+
+
+def test_sparse_values_of_wrong_dtype_rejected(tmp_path: Path) -> None:
+    path = _crafted(tmp_path, _u8(1, 0b11), torch.tensor([1.0, 2.0], dtype=torch.float64))
+    manifest = _manifest(sparse=("a.weight",))
     with pytest.raises(SpecMismatchError, match="values must be float32"):
         check_against_spec(path, SPEC, manifest.sparse, manifest.excluded)
 
