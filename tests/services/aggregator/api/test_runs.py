@@ -94,3 +94,23 @@ def test_create_run_refuses_numbers_out_of_range_or_of_the_wrong_type(
     assert answer.status_code == 422, answer.text
     assert answer.json()["detail"][0]["loc"] == ["body", field]
     assert federation.list_runs() == []
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [
+        ({"blocks_down": [1, 10**6], "blocks_up": [1]}, "less than or equal to 16"),
+        ({"in_channels": 10**9}, "less than or equal to 16"),
+        ({"blocks_down": [1, 2], "blocks_up": []}, "blocks_up must have one entry fewer"),
+        ({"init_filters": 128, "blocks_down": [4] * 6, "blocks_up": [4] * 5},
+         "M parameters, more than the 200 M"),
+    ],
+)  # fmt: skip
+def test_create_run_refuses_a_model_nobody_could_build(
+    client_as: ClientAs, federation: Federation, model: dict[str, object], words: str
+) -> None:
+    body = {"rounds": 1, "expected_nodes": ["site-1"], "model": model}
+    answer = client_as("admin").post("/api/v1/runs", json=body)
+    assert (answer.status_code, answer.json()["code"]) == (422, "validation_error")
+    assert words in str(answer.json()["detail"])
+    assert federation.list_runs() == []
