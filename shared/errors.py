@@ -23,6 +23,7 @@ FedsegError                         500 internal_error
 │   └── NotExpectedError            409 the node is not (or no longer) part of the run
 ├── ProtocolMismatchError           409 the node speaks another wire protocol (it stops)
 ├── PayloadTooLargeError            413 the body passed the configured size limit
+├── TooManyRequestsError            429 too many of this caller's requests in flight
 ├── RequestValidationFailedError    422 a field of the body, path or query is invalid
 ├── UpdateRejectedError             422 a well-formed update that does not fit the model
 │   ├── SpecMismatchError           422 key set, shape or dtype differs from the global model
@@ -157,6 +158,12 @@ class PayloadTooLargeError(FedsegError):
     """The request body passed the configured size limit."""
 
     status, code = 413, "payload_too_large"
+
+
+class TooManyRequestsError(FedsegError):
+    """The caller already has as many requests of this kind in flight as it may."""
+
+    status, code = 429, "too_many_requests"
 
 
 class RequestValidationFailedError(FedsegError):

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import Request
@@ -19,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import PayloadTooLargeError, RequestValidationFailedError
+from shared.errors import PayloadTooLargeError, RequestValidationFailedError, TooManyRequestsError
 
 EXCERPT = 80
 """How many characters of a refused input a 422 quotes."""
@@ -85,3 +87,35 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     ]
     failure = RequestValidationFailedError
     return JSONResponse({"detail": detail, "code": failure.code}, status_code=failure.status)
+
+
+class InFlight:
+    """At most ``limit`` concurrent requests of one kind per certificate holder.
+
+    A node needs one long-poll at a time; a broken or hostile one that opens hundreds
+    would keep the worker threads busy re-reading its task. Used from the event loop
+    only, so a plain dict is enough.
+    """
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what
+        self._held: dict[str, int] = {}
+
+    @contextmanager
+    def slot(self, holder: str) -> Iterator[None]:
+        held = self._held.get(holder, 0)
+        if held >= self.limit:
+            raise TooManyRequestsError(
+                f"{holder} already has {held} {self.what} open (at most {self.limit}); "
+                "wait for one to finish"
+            )
+        self._held[holder] = held + 1
+        try:
+            yield
+        finally:
+            left = self._held[holder] - 1
+            if left:
+                self._held[holder] = left
+            else:
+                del self._held[holder]

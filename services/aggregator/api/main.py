@@ -74,6 +74,8 @@ def _headers_for(exc: errors.FedsegError) -> dict[str, str] | None:
     server stops reading what the client goes on sending."""
     if isinstance(exc, errors.StorageError):
         return {"Retry-After": str(RETRY_AFTER_S)}
+    if isinstance(exc, errors.TooManyRequestsError):
+        return {"Retry-After": "1"}
     if isinstance(exc, errors.PayloadTooLargeError):
         return {"Connection": "close"}
     return None

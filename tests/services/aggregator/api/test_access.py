@@ -270,3 +270,29 @@ def test_no_page_loads_scripts_from_a_cdn(client_as: ClientAs) -> None:
     assert admin.get("/docs").status_code == 404
     assert admin.get("/redoc").status_code == 404
     assert admin.get("/openapi.json").json()["info"]["title"] == "fedseg aggregator"
+
+
+def test_a_node_may_hold_only_a_few_long_polls_open(client_as: ClientAs) -> None:
+    import threading
+    import time
+
+    from services.aggregator.api.routes.tasks import MAX_POLLS
+
+    node = client_as("site-3")  # in no run: each poll waits its full time
+    answers: list[int] = []
+    pollers = [
+        threading.Thread(target=lambda: answers.append(
+            node.get("/api/v1/tasks/next", params={"wait": 3}).status_code))
+        for _ in range(MAX_POLLS)
+    ]  # fmt: skip
+    for poller in pollers:
+        poller.start()
+    time.sleep(1.0)
+    refused = node.get("/api/v1/tasks/next", params={"wait": 3})
+    assert (refused.status_code, refused.json()["code"]) == (429, "too_many_requests")
+    assert refused.headers["retry-after"] == "1"
+    assert client_as("site-2").get("/api/v1/tasks/next").status_code == 200  # others unaffected
+    for poller in pollers:
+        poller.join()
+    assert answers == [200] * MAX_POLLS
+    assert node.get("/api/v1/tasks/next").status_code == 200  # slots are given back
