@@ -36,6 +36,7 @@ from shared.errors import SpecMismatchError
 BITMAP, RICE = 1, 2
 _RICE_HEADER = 1 + 1 + 8 + 8
 MAX_RICE_PARAMETER = 40
+_CHUNK = 1 << 16
 Positions = npt.NDArray[np.int64]
 
 
@@ -151,8 +152,8 @@ def _decode_rice(data: bytes, count: int, numel: int, refuse: Refusal) -> Positi
     b = data[1]
     announced = int.from_bytes(data[2:10], "little")
     unary_bits = int.from_bytes(data[10:18], "little")
-    if b > MAX_RICE_PARAMETER:
-        raise refuse(f"use a Rice parameter of {b} (at most {MAX_RICE_PARAMETER})")
+    if b > min(MAX_RICE_PARAMETER, numel.bit_length()):
+        raise refuse(f"use a Rice parameter of {b}, more than a tensor of {numel} needs")
     if announced != count:
         raise refuse(f"encode {announced} positions but {count} values were sent")
     unary_bytes, low_bytes = (unary_bits + 7) // 8, (count * b + 7) // 8
@@ -163,10 +164,14 @@ def _decode_rice(data: bytes, count: int, numel: int, refuse: Refusal) -> Positi
     unary = np.unpackbits(unary_body, bitorder="little")
     if unary[unary_bits:].any():
         raise refuse("set padding bits")
+    if count == 0 and unary_bits:
+        raise refuse("hold gaps but no values were sent")
     stops = np.flatnonzero(unary[:unary_bits] == 0)
     if stops.size != count or (count and int(stops[-1]) != unary_bits - 1):
         raise refuse("unary stream does not hold one terminated gap per value")
     quotients = np.diff(stops, prepend=np.int64(-1)) - 1
+    if count and int(quotients.max()) > numel >> b:  # before shifting: no int64 overflow
+        raise refuse(f"hold a gap past the tensor's {numel} entries")
     low = np.unpackbits(
         np.frombuffer(data, np.uint8, low_bytes, _RICE_HEADER + unary_bytes), bitorder="little"
     )
@@ -175,8 +180,13 @@ def _decode_rice(data: bytes, count: int, numel: int, refuse: Refusal) -> Positi
     gaps = quotients.astype(np.int64) << b
     if b:
         weights = np.int64(1) << np.arange(b, dtype=np.int64)
-        gaps += (low[: count * b].reshape(count, b).astype(np.int64) * weights).sum(axis=1)
-    positions = np.cumsum(gaps + 1) - 1
-    if count and int(positions[-1]) >= numel:
+        bits = low[: count * b].reshape(count, b)
+        for start in range(0, count, _CHUNK):  # int64 temporaries of _CHUNK entries only
+            chunk = bits[start : start + _CHUNK].astype(np.int64)
+            gaps[start : start + _CHUNK] += (chunk * weights).sum(axis=1)
+    if count and int(gaps.max()) >= numel:
+        raise refuse(f"hold a gap past the tensor's {numel} entries")
+    positions = np.cumsum(gaps + 1) - 1  # every gap < numel <= 2**40: no overflow
+    if count and (int(positions[-1]) >= numel or int(positions[0]) < 0):
         raise refuse(f"reach entry {int(positions[-1])} of a tensor of {numel}")
     return positions.astype(np.int64)

@@ -28,7 +28,15 @@ _CLIENT_SIDE = {
     "SSLV3_ALERT_CERTIFICATE_EXPIRED": "this certificate has expired (or is not yet valid)",
     "SSLV3_ALERT_BAD_CERTIFICATE": "the aggregator refused this certificate",
     "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the aggregator requires a client certificate",
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the aggregator refused the TLS handshake",
+}
+_VERIFY_CODES = {
+    # OpenSSL X509_V_ERR_* codes of a failed verification of the aggregator's certificate.
+    62: "the aggregator's certificate is not valid for this host name; use the name (or IP) "
+    "it was issued for in FEDSEG_AGGREGATOR_URL, or reissue it with that SAN",
+    64: "the aggregator's certificate is not valid for this IP address; use the name (or IP) "
+    "it was issued for in FEDSEG_AGGREGATOR_URL, or reissue it with that SAN",
+    10: "the aggregator's certificate has expired; the operator must renew it",
+    9: "the aggregator's certificate is not valid yet; check both machines' clocks",
 }
 
 
@@ -42,9 +50,11 @@ done, and uvicorn closes without an alert, so the client sees only a closed conn
 
 
 def describe_tls_failure(exc: BaseException) -> str | None:
-    """Which side's certificate or CA is wrong, from the ssl error under ``exc``; or None.
+    """Which side's certificate or CA is wrong, from the ssl error under ``exc``; or None
+    when it is nothing retrying could not fix (an unknown reason, a connection cut
+    mid-handshake by a restart or a proxy: the caller retries).
 
-    Reads OpenSSL's reason code (stable across versions), never the message wording.
+    Reads OpenSSL's reason and verification codes, never the message wording.
     """
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -53,6 +63,9 @@ def describe_tls_failure(exc: BaseException) -> str | None:
         for arg in (current, *current.args):
             if isinstance(arg, ssl.SSLError):
                 reason = str(arg.reason or "")
+                if isinstance(arg, ssl.SSLCertVerificationError):
+                    code = int(getattr(arg, "verify_code", 0) or 0)
+                    return _VERIFY_CODES.get(code, _SERVER_SIDE["CERTIFICATE_VERIFY_FAILED"])
                 if reason in _SERVER_SIDE:
                     return _SERVER_SIDE[reason]
                 if reason in _CLIENT_SIDE:
@@ -60,7 +73,7 @@ def describe_tls_failure(exc: BaseException) -> str | None:
                         f"{_CLIENT_SIDE[reason]}; ask the federation's operator for a "
                         "certificate from the federation CA"
                     )
-                return f"TLS failed ({reason or arg}); check the URL, the kit's ca.pem and cert"
+                return None  # a connection cut mid-handshake (a restart, a proxy): retry
         current = current.__cause__ or current.__context__
     return None
 

@@ -160,11 +160,17 @@ def _stop(message: str, code: int) -> int:
 
 
 def _failure(exc: BaseException) -> NodeFailure:
-    """What the aggregator is told: a category and the exception's type, never its text."""
+    """What the aggregator is told: a category and, for fedseg's own errors, their class.
+
+    Never the message. A crash in training says only ``training``/``Exception``: which
+    exception it was (a non-finite loss, say) can depend on the patients' data, and this
+    report is outside the privacy ledger (docs/privacy.md, "What leaves a node").
+    """
     kind = next(
         (kind for cls, kind in _FAILURE_KINDS if isinstance(exc, cls)), FailureKind.TRAINING
     )
-    return NodeFailure(kind=kind, error_type=type(exc).__name__[:80])
+    name = type(exc).__name__ if isinstance(exc, FedsegError) else "Exception"
+    return NodeFailure(kind=kind, error_type=name[:80])
 
 
 _FAILURE_KINDS: tuple[tuple[type[BaseException], FailureKind], ...] = (

@@ -107,3 +107,23 @@ def test_more_bytes_than_a_bitmap_are_refused_before_any_work() -> None:
         sparse_codec.decode(b"\x01" + b"\xff" * 10, 81, 80, "w")
     with pytest.raises(SpecMismatchError, match="are empty"):
         sparse_codec.decode(b"", 0, 80, "w")
+
+
+def _rice_blob(b: int, count: int, unary: list[int], low: list[int]) -> bytes:
+    header = bytes([sparse_codec.RICE, b]) + count.to_bytes(8, "little")
+    header += len(unary).to_bytes(8, "little")
+    pack = lambda bits: np.packbits(np.array(bits, np.uint8), bitorder="little").tobytes()  # noqa: E731
+    return header + (pack(unary) if unary else b"") + (pack(low) if low else b"")
+
+
+def test_gaps_that_would_overflow_or_pass_the_tensor_are_refused() -> None:
+    numel = 1 << 20
+    b = numel.bit_length()  # 21: the largest parameter allowed
+    with pytest.raises(SpecMismatchError, match="hold a gap past the tensor"):
+        sparse_codec.decode(_rice_blob(b, 1, [0], [1] * b), 1, numel, "w")
+    with pytest.raises(SpecMismatchError, match="more than a tensor of"):
+        sparse_codec.decode(_rice_blob(b + 1, 1, [0], [0] * (b + 1)), 1, numel, "w")
+    with pytest.raises(SpecMismatchError, match="hold a gap past the tensor"):
+        sparse_codec.decode(_rice_blob(5, 1, [1] * 200 + [0], [0] * 5), 1, 4096, "w")
+    with pytest.raises(SpecMismatchError, match="hold gaps but no values were sent"):
+        sparse_codec.decode(_rice_blob(0, 0, [1, 1], []), 0, 1000, "w")

@@ -66,7 +66,7 @@ async def _fedseg_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _count_rejection(request: Request, code: str) -> None:
     traffic: Traffic = request.app.state.traffic
-    traffic.reject(request.url.path, request.path_params.get("run_id"), code)
+    traffic.reject(request.scope, code)
 
 
 def _headers_for(exc: errors.FedsegError) -> dict[str, str] | None:

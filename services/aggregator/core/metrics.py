@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.schemas import NodeState, NodeView, RoundState, RoundView, RunView
+from shared.schemas import NodeState, NodeView, RoundState, RoundView, RunView, UpdateStatus
 
 # No ``_created`` twin of every counter: half the series, the same information.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -35,6 +35,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 ROUND_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 UPLOAD_SUFFIXES = ("/update", "/evaluation", "/decline")
+COUNTED = (UpdateStatus.ACCEPTED, UpdateStatus.EXCLUDED)
 """Routes whose refusals count as rejected updates."""
 
 
@@ -62,13 +63,15 @@ class Traffic:
         )  # fmt: skip
         self.rejected = Counter(
             "fedseg_updates_rejected",
-            "Uploads (updates, evaluations, declines) refused, by run and error code.",
-            ["run", "code"], registry=registry,
+            "Uploads (updates, evaluations, declines) refused, by error code.",
+            ["code"], registry=registry,
         )  # fmt: skip
 
-    def reject(self, path: str, run: object, code: str) -> None:
-        if path.endswith(UPLOAD_SUFFIXES):
-            self.rejected.labels(run=str(run or ""), code=code).inc()
+    def reject(self, scope: Scope, code: str) -> None:
+        """Count a refused upload, by its code only: a label taken from the request (a run
+        id in the path) would let any client create series without end."""
+        if route_of(scope).endswith(UPLOAD_SUFFIXES):
+            self.rejected.labels(code=code).inc()
 
 
 def route_of(scope: Scope) -> str:
@@ -181,7 +184,10 @@ def _run_metrics(runs: list[RunView], rounds: dict[int, list[RoundView]]) -> Ite
         current.add_metric([label], float(run.current_round or 0))
         for state in RoundState:
             by_state.add_metric([label, state.value], sum(1 for r in found if r.state == state))
-        accepted.add_metric([label], float(sum(len(r.reported_nodes) for r in found)))
+        # Accepted ever, so the counter never falls when a node is removed (excluded).
+        accepted.add_metric([label], float(sum(
+            1 for r in found for u in r.updates if u.status in COUNTED
+        )))  # fmt: skip
         if found:
             reported.add_metric([label], float(len(found[-1].reported_nodes)))
         seconds = [

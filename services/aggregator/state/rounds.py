@@ -14,7 +14,7 @@ from services.aggregator.aggregation.registry import strategy_for
 from services.aggregator.aggregation.strategy import WeightedUpdate
 from services.aggregator.core.blobs import BlobStore
 from services.aggregator.state.models import ModelVersion, Round, Run, Task, Update
-from services.aggregator.state.runs import open_round
+from services.aggregator.state.runs import lock_if_open, open_round
 from shared.model import ModelConfig
 from shared.privacy.types import SparseTensor
 from shared.schemas import (
@@ -103,7 +103,26 @@ def _begin_aggregating(session: Session, rnd: Round) -> bool:
 
 
 def check_round(session: Session, run: Run, rnd: Round, now: datetime) -> bool:
-    """Apply the quorum and deadline rules to an open round; True if it should aggregate."""
+    """Apply the quorum and deadline rules to an open round; True if it should aggregate.
+
+    Read-only while nothing is due. When something is, the round's row is locked first
+    and the run and the answers are read again, so a node removed (or an update accepted)
+    in between is counted as it now stands.
+    """
+    if not _transition_due(session, run, rnd, now) or not lock_if_open(session, rnd):
+        return False
+    session.refresh(run)
+    return _apply_rules(session, run, rnd, now)
+
+
+def _transition_due(session: Session, run: Run, rnd: Round, now: datetime) -> bool:
+    if len(run.expected_nodes) < run.min_nodes or now >= rnd.deadline:
+        return True
+    responded, _ = response_counts(session, rnd)
+    return responded >= len(run.expected_nodes)
+
+
+def _apply_rules(session: Session, run: Run, rnd: Round, now: datetime) -> bool:
     if len(run.expected_nodes) < run.min_nodes:
         _fail(run, rnd, now, f"only {len(run.expected_nodes)} expected nodes are left "
               f"(min_nodes {run.min_nodes})")  # fmt: skip
@@ -175,6 +194,11 @@ def finish_round(session: Session, blobs: BlobStore, run: Run, rnd: Round, now: 
     crash anywhere leaves the round ``aggregating`` and a restart simply does this again:
     the same accepted updates give the same model, counted once.
     """
+    _, accepted = response_counts(session, rnd)
+    if accepted < run.min_nodes:  # defensive: the close counted under the round's lock
+        _fail(run, rnd, now, f"only {accepted} accepted updates are left to aggregate "
+              f"(min_nodes {run.min_nodes})")  # fmt: skip
+        return
     if rnd.kind == RoundKind.EVALUATE:
         result_sha = rnd.base_model
     else:

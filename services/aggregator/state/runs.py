@@ -141,30 +141,52 @@ def set_run_state(session: Session, run_id: int, target: RunState, now: datetime
 ACTIVE = (RunState.RUNNING, RunState.PAUSED)
 
 
+def lock_if_open(session: Session, rnd: Round) -> bool:
+    """Write-lock the round's row if it is still open; False (and ``rnd`` refreshed) if not.
+
+    A no-op update conditional on the state: on PostgreSQL it takes the row lock every
+    transition of the round needs, on SQLite the database's write lock. Uploads, removals
+    and the close all take it, so each sees what the others committed.
+    """
+    result = session.execute(
+        update(Round)
+        .where(Round.id == rnd.id, Round.state == RoundState.OPEN)
+        .values(state=RoundState.OPEN)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        session.refresh(rnd)
+        return False
+    return True
+
+
 def remove_node(session: Session, run: Run, name: str, why: str) -> None:
     """Take ``name`` out of the run's expected nodes, from its open round on.
 
     Its answers to the open round no longer count and it gets no more tasks, so the round
     closes as soon as the remaining nodes have answered (the ticker re-checks it at once).
     """
+    # Locks in the order every writer takes them, the open round's row then the run's: an
+    # upload checked before this removal commits first and is excluded here, one after it
+    # sees the removal; a round that began aggregating meanwhile is left alone (what it
+    # counted stays); two removals at once each see the other's.
+    current = session.scalars(
+        select(Round).where(Round.run_id == run.id, Round.state == RoundState.OPEN)
+    ).first()
+    locked = current is not None and lock_if_open(session, current)
+    session.refresh(run, with_for_update=True)
     if run.state not in ACTIVE:
         raise ConflictError(f"run {run.id} is {run.state}; only an active run's nodes change")
     if name not in run.expected_nodes:
         raise NotFoundError(f"node {name} is not one of run {run.id}'s expected nodes")
     run.expected_nodes = [n for n in run.expected_nodes if n != name]  # a new list: tracked
-    current = session.scalars(
-        select(Round).where(Round.run_id == run.id, Round.state == RoundState.OPEN)
-    ).first()
-    if current is not None:
-        # The round's row lock (as an upload takes it): an upload checked before this
-        # removal commits first and is excluded here; one after it sees the removal.
-        session.execute(update(Round).where(Round.id == current.id).values(state=RoundState.OPEN))
+    if locked and current is not None:
         session.execute(
             update(Update)
             .where(
                 Update.round_id == current.id,
                 Update.node == name,
-                Update.status == UpdateStatus.ACCEPTED,
+                Update.status.in_((UpdateStatus.ACCEPTED, UpdateStatus.DECLINED)),
             )
             .values(status=UpdateStatus.EXCLUDED, detail=f"node removed from the run ({why})")
             .execution_options(synchronize_session=False)

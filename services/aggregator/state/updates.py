@@ -16,12 +16,13 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.aggregator.core.blobs import BlobStore
 from services.aggregator.state.models import Node, Round, Run, Task, Update
+from services.aggregator.state.runs import lock_if_open
 from services.aggregator.state.weights import weight_refusal
 from shared.errors import (
     DuplicateUpdateError,
@@ -138,21 +139,12 @@ def _check_binding(
 
 
 def _hold_open(session: Session, rnd: Round) -> None:
-    """Write-lock the round's row and confirm it is still open, or RoundNotOpenError.
+    """Lock the round's row (runs.lock_if_open) and confirm it is open, or RoundNotOpenError.
 
-    A no-op update conditional on the state: on PostgreSQL it takes the row lock that the
-    close's compare-and-set also needs; on SQLite it takes the database's write lock. Either
-    way a close that committed after this transaction's checks is seen here, and a close
-    that comes later waits for this transaction and then counts its row.
+    A close that committed after this transaction's checks is seen here, and a close that
+    comes later waits for this transaction and then counts its row.
     """
-    result = session.execute(
-        update(Round)
-        .where(Round.id == rnd.id, Round.state == RoundState.OPEN)
-        .values(state=RoundState.OPEN)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) != 1:
-        session.refresh(rnd)
+    if not lock_if_open(session, rnd):
         raise RoundNotOpenError(
             f"round {rnd.number} of run {rnd.run_id} closed (it is {rnd.state}) while this "
             "upload was being checked; it is not part of the round and nothing was stored"

@@ -210,3 +210,42 @@ def test_removing_below_min_nodes_fails_the_round_at_once(
     failed = _round(client_as)
     assert failed.state == RoundState.FAILED
     assert failed.detail == "only 2 expected nodes are left (min_nodes 3); round failed"
+
+
+def test_a_removed_node_s_decline_no_longer_counts_as_an_answer(
+    client_as: ClientAs, federation: Federation
+) -> None:
+    tasks = _start(client_as)
+    task = tasks["site-3"]
+    decline = {
+        "run_id": 1, "round": 1, "task_nonce": task.task_nonce, "base_model": task.base_model,
+        "reason": "privacy budget spent",
+    }  # fmt: skip
+    assert (
+        client_as("site-3").post("/api/v1/runs/1/rounds/1/decline", json=decline).status_code == 201
+    )
+    assert client_as("admin").delete("/api/v1/runs/1/nodes/site-3").status_code == 200
+    assert _upload(client_as, federation, tasks["site-1"], "site-1") == 201
+    federation.advance()
+    open_round = _round(client_as)
+    assert (open_round.state, open_round.declined_nodes) == (
+        RoundState.OPEN,
+        [],
+    )  # waits for site-2
+
+
+def test_removal_leaves_a_round_that_began_aggregating_alone(
+    client_as: ClientAs, federation: Federation
+) -> None:
+    from services.aggregator.state.models import Round
+
+    tasks = _start(client_as)
+    for name in ("site-1", "site-3"):
+        assert _upload(client_as, federation, tasks[name], name) == 201
+    with federation._sessions.begin() as session:  # the ticker's compare-and-set, done
+        session.get(Round, 1).state = RoundState.AGGREGATING  # type: ignore[union-attr]
+    assert client_as("admin").delete("/api/v1/runs/1/nodes/site-3").status_code == 200
+    assert _round(client_as).state == RoundState.AGGREGATING
+    federation.advance()
+    closed = _round(client_as)
+    assert (closed.state, closed.reported_nodes) == (RoundState.CLOSED, ["site-1", "site-3"])

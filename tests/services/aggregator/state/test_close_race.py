@@ -110,3 +110,29 @@ def test_a_close_that_starts_while_the_round_is_held_waits_and_counts_the_upload
     assert first.state == RoundState.CLOSED
     assert first.reported_nodes == NAMES
     assert _mean_delta(federation) == pytest.approx((1.0 + 1.0 + 100.0) / 3)
+
+
+def test_a_close_that_commits_just_before_a_removal_keeps_the_round_aggregating(
+    federation: Federation, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The removal's round lock is conditional on ``open``: it cannot undo the close."""
+    from sqlalchemy import event
+
+    _setup(federation, tmp_path, clock)  # site-1, site-2 accepted, past the deadline
+    fired: list[threading.Thread] = []
+
+    def before(*args: object) -> None:
+        statement = str(args[2])
+        if statement.startswith("UPDATE rounds SET state") and not fired:
+            fired.append(_close_in_thread(federation))  # the ticker wins the race
+            fired[0].join(10)
+
+    event.listen(federation.engine, "before_cursor_execute", before)
+    try:
+        federation.remove_node(1, "site-3")
+    finally:
+        event.remove(federation.engine, "before_cursor_execute", before)
+    assert not fired[0].is_alive()
+    (first,) = [r for r in federation.list_rounds() if r.round == 1]
+    assert (first.state, first.reported_nodes) == (RoundState.CLOSED, ["site-1", "site-2"])
+    assert federation.get_run(1).expected_nodes == ["site-1", "site-2"]
