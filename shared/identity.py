@@ -14,6 +14,23 @@ from shared.errors import PKIError
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 """What a node or admin name may look like: it appears in paths, file names and the CN."""
 
+LABEL_PATTERN = r"^[\x20-\x7e]{1,64}$"
+"""What a revocation may record as the holder: any printable ASCII common name, so that a
+certificate the CA signed with a name fedseg refuses (and so never served) can still be
+revoked by its serial."""
+
+
+def is_valid_name(name: str) -> bool:
+    return re.fullmatch(NAME_PATTERN, name) is not None
+
+
+def common_name(cert: x509.Certificate) -> str:
+    """The certificate's CN as a printable label for the record, however odd it is."""
+    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    text = str(values[0].value) if values else ""
+    label = "".join(c if " " <= c <= "~" else "?" for c in text)[:64]
+    return label or "(no common name)"
+
 
 class Role(StrEnum):
     """The role the federation CA writes into a certificate's OU."""
@@ -81,7 +98,7 @@ def client_identity(cert: x509.Certificate) -> Identity:
             f"certificate of {identity.name[:64]!r} does not allow TLS client authentication "
             "(no clientAuth extended key usage); issue it with fedseg-pki"
         )
-    if not re.fullmatch(NAME_PATTERN, identity.name):
+    if not is_valid_name(identity.name):
         raise PKIError(
             f"certificate common name {identity.name[:64]!r} is not a valid fedseg name "
             "(letters, digits, '.', '_' and '-', at most 63, starting with a letter or digit)"

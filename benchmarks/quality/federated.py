@@ -102,6 +102,7 @@ class InProcessFederation:
                 model=config.model,
                 plan=config.plan,
                 privacy=setting.policy,
+                aggregation=setting.aggregation,
                 seed=config.plan.seed,
             )
             response = self._client(app, "admin").post(

@@ -5,6 +5,8 @@ Two suites, each a cohort with its own settings (benchmarks.quality.config):
 - ``update``: 40 cases over 4 sites; centralised, FedAvg, partial sharing, and the
   update-level mechanisms (SVT, Gaussian), whose epsilon protects a node's whole update
   and is stated per round (the total composes over the rounds).
+- ``aggregation``: the update suite's cohort without DP, under FedAvg, FedAdam and the
+  robust strategies: how many rounds each needs to reach FedAvg's final Dice.
 - ``patient``: 320 cases over 4 sites (53 to 75 training patients each); centralised,
   FedAvg and patient-level DP-SGD at whole-run epsilon 1, 3, 8 and 30 (delta 1e-5):
   there epsilon protects one patient over the whole run.
@@ -45,8 +47,10 @@ import torch
 from benchmarks.quality.centralised import run_centralised
 from benchmarks.quality.config import (
     QualityConfig,
+    aggregation_config,
     full_config,
     patient_config,
+    tiny_aggregation_config,
     tiny_config,
     tiny_patient_config,
 )
@@ -54,6 +58,7 @@ from benchmarks.quality.federated import InProcessFederation
 from benchmarks.quality.report import (
     UNITS_NOTE,
     dpsgd_verdict,
+    fedadam_verdict,
     fedavg_verdict,
     plot,
     table,
@@ -66,6 +71,7 @@ from services.node.training import select_device
 SUITES: dict[str, tuple[Callable[[], QualityConfig], Callable[[], QualityConfig], str]] = {
     "update": (full_config, tiny_config, ""),
     "patient": (patient_config, tiny_patient_config, "patient"),
+    "aggregation": (aggregation_config, tiny_aggregation_config, "aggregation"),
 }
 """Suite name: (full config, tiny config, output subfolder of --out)."""
 
@@ -117,9 +123,9 @@ def run_suite(config: QualityConfig, out: Path, device: torch.device) -> None:
     print(table(results))
     print(UNITS_NOTE)
     print(f"\n{fedavg_verdict(results)}")
-    dpsgd = dpsgd_verdict(results)
-    if dpsgd is not None:
-        print(dpsgd)
+    for verdict in (dpsgd_verdict(results), fedadam_verdict(results)):
+        if verdict is not None:
+            print(verdict)
     print(f"{config.rounds} rounds, {device}, {time.perf_counter() - began:.0f} s in all")
     print(f"wrote {out / 'results.csv'}, {out / 'rounds.csv'} and {png}\n", flush=True)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from benchmarks.quality.config import QualityConfig
 from benchmarks.quality.results import SettingResult
-from shared.schemas import Mechanism, PrivacyUnit, RegionDice
+from shared.schemas import AggregationName, Mechanism, PrivacyUnit, RegionDice
 
 TARGET_RATIO = 0.98
 """DESIGN section 6: federated Dice within 2 % of centralised."""
@@ -202,7 +202,7 @@ def fedavg_verdict(results: Sequence[SettingResult]) -> str:
     fedavg = next((r for r in results if r.setting.name == "fedavg"), None)
     central = next((r for r in results if r.setting.policy is None), None)
     if fedavg is None or central is None:
-        return "FedAvg / centralised mean Dice: not measured in this run (--only)"
+        return "FedAvg / centralised mean Dice: not measured (this run has not both settings)"
     ratio = _ratio(fedavg, central)
     verdict = "met" if ratio is not None and ratio >= TARGET_RATIO else "NOT met"
     return (
@@ -233,3 +233,33 @@ def dpsgd_verdict(results: Sequence[SettingResult]) -> str | None:
         f"mean Dice: {_fmt(ratio, '.3f')} (target >= {DPSGD_TARGET_RATIO} at eps "
         f"{DPSGD_TARGET_EPSILON:g}: {verdict})"
     )
+
+
+REACH_FRACTION = 0.95
+"""The share of FedAvg's final mean Dice a strategy must reach to count as converged."""
+
+
+def rounds_to_reach(result: SettingResult, level: float) -> int | None:
+    """The first round after which the global model's mean Dice is at least ``level``."""
+    return next((i for i, d in enumerate(result.per_round) if d.mean >= level), None)
+
+
+def fedadam_verdict(results: Sequence[SettingResult]) -> str | None:
+    """Rounds to reach 95 % of FedAvg's final mean Dice, FedAvg against each FedAdam setting."""
+    fedavg = _fedavg(results)
+    adams = [r for r in results if r.setting.aggregation.name is AggregationName.FEDADAM]
+    if fedavg is None or not adams:
+        return None
+    level = REACH_FRACTION * fedavg.final.mean
+    base = rounds_to_reach(fedavg, level)
+    lines = [f"rounds to reach {REACH_FRACTION:g} x FedAvg's final mean Dice ({level:.3f}): "
+             f"fedavg {base}"]  # fmt: skip
+    for adam in adams:
+        reached = rounds_to_reach(adam, level)
+        faster = reached is not None and base is not None and reached <= base
+        lines.append(
+            f"  {adam.setting.name}: {reached if reached is not None else 'never'} "
+            f"(final {adam.final.mean:.3f}; at least as fast as FedAvg: "
+            f"{'yes' if faster else 'no'})"
+        )
+    return "\n".join(lines)

@@ -22,7 +22,7 @@ from services.dashboard import proxy
 from services.demo.table import final_dice, final_hd95, format_hd95, privacy_table, round_table
 from shared import pki
 from shared.errors import ConfigurationError
-from shared.identity import identity_from_certificate
+from shared.identity import common_name
 from shared.schemas import RoundView, RunState, RunView
 
 ACTIVE = (RunState.RUNNING, RunState.PAUSED)
@@ -101,10 +101,12 @@ def revoke(client: AdminClient, args: argparse.Namespace, settings: AdminSetting
     if args.target is not None:
         cert = pki.load_certificate(args.target)
         pki.check_issued_by(cert, args.target, pki.load_certificate(settings.ca))
-        holder = identity_from_certificate(cert)
-        if args.name is not None and args.name != holder.name:
-            raise ConfigurationError(f"{args.target} belongs to {holder.name}, not {args.name}")
-        serial, name = holder.serial, holder.name
+        # Not identity_from_certificate: a certificate the CA signed with a name or role
+        # fedseg refuses must still be revocable by its serial.
+        holder = common_name(cert)
+        if args.name is not None and args.name != holder:
+            raise ConfigurationError(f"{args.target} belongs to {holder}, not {args.name}")
+        serial, name = cert.serial_number, holder
     else:
         if args.name is None:
             raise ConfigurationError("--serial needs --name, the holder's name (CN)")

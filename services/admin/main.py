@@ -191,6 +191,9 @@ def _run_options(sub: argparse.ArgumentParser) -> None:
         "--trim-fraction", type=float, help="trimmed-mean: share dropped at each end (beta)"
     )
     robust.add_argument("--max-norm", type=float, help="norm-bounded: L2 bound per update")
+    robust.add_argument(
+        "--server-lr", type=float, help="fedadam: the server's step size (default 0.01)"
+    )
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ def run_request(args: argparse.Namespace) -> RunCreate:
             "name": args.strategy,
             "trim_fraction": args.trim_fraction,
             "max_norm": args.max_norm,
+            "server_lr": args.server_lr,
         },
     }
     merged: dict[str, Any] = {**spec, **_given(top)}

@@ -17,7 +17,7 @@ from services.aggregator.state import health, nodes, rounds, runs, updates, view
 from services.aggregator.state.models import ModelVersion, Round, Run, Update
 from services.aggregator.state.updates import Received
 from shared.errors import NotFoundError
-from shared.identity import Identity
+from shared.identity import Identity, is_valid_name
 from shared.schemas import (
     Announcement,
     Decline,
@@ -81,6 +81,9 @@ class Federation:
         with self._sessions() as session:
             referenced = set(session.scalars(select(ModelVersion.sha256)))
             referenced.update(session.scalars(select(Update.sha256).where(Update.has_blob)))
+            referenced.update(
+                session.scalars(select(Round.server_state).where(Round.server_state.is_not(None)))
+            )
         orphans = [sha for sha in self.blobs.digests() if sha not in referenced]
         for sha in orphans:
             self.blobs.remove(sha)
@@ -162,7 +165,12 @@ class Federation:
         """
         with self._sessions.begin() as session:
             nodes.revoke(session, serial, name, reason, self.clock())
-            touched = runs.remove_node_everywhere(session, name, "certificate revoked")
+            # A name fedseg refuses was never let in, so it is in no run to be removed from.
+            touched = (
+                runs.remove_node_everywhere(session, name, "certificate revoked")
+                if is_valid_name(name)
+                else []
+            )
         if touched:
             log.warning("node %s revoked: removed from run(s) %s", name, touched)
         return touched

@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_keep_alive=75,
+        timeouts=settings.connection_timeouts,
     )
     try:
         sock = listening_socket(settings.host, settings.port)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 from shared.identity import NAME_PATTERN
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """The version of these wire schemas. Schemas forbid unknown fields, so an aggregator and a
 node on different versions would misread each other; a node sends its version with every
 request (PROTOCOL_HEADER) and in its announcement, and the aggregator refuses a different

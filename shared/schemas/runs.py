@@ -38,16 +38,25 @@ class AggregationName(StrEnum):
     NORM_BOUNDED = "norm-bounded"
     TRIMMED_MEAN = "trimmed-mean"
     MEDIAN = "median"
+    FEDADAM = "fedadam"
 
 
 class Aggregation(_Strict):
-    """A run's aggregation strategy and its one setting."""
+    """A run's aggregation strategy and its settings (each used by one strategy only)."""
 
     name: AggregationName = AggregationName.FEDAVG
     trim_fraction: float = Field(default=0.2, ge=0.0, lt=0.5)
     """trimmed-mean: the fraction beta of values dropped at each end, per component."""
     max_norm: float | None = Field(default=None, gt=0.0, le=1e6)
     """norm-bounded: every update's L2 norm is clipped to this before the weighted mean."""
+    server_lr: float = Field(default=0.01, gt=0.0, le=10.0)
+    """fedadam: the server's step size eta (Reddi et al. 2021)."""
+    beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
+    """fedadam: decay of the first moment."""
+    beta2: float = Field(default=0.99, ge=0.0, lt=1.0)
+    """fedadam: decay of the second moment."""
+    tau: float = Field(default=1e-3, gt=0.0, le=1.0)
+    """fedadam: the adaptivity floor added to sqrt(v) (Reddi et al.'s tau)."""
 
     @model_validator(mode="after")
     def _needs_its_setting(self) -> Self:

@@ -109,6 +109,7 @@ WIRE_DIGESTS = {
     1: "3f3d7c820abf902a03af17a8e0dbcc006965b1b3e6269a036eb9d8c3de820594",
     2: "6f496c78f9efa856b15c629f35f880b92e526f997b943cd9615c9526b06a8c14",
     3: "adf9be695d8efb99d18ea46b7534ab6e6e62286d36303df827f63675d29c5943",
+    4: "6b67a2204b750942c1bbdd533c8cb3beeaf1791da668ccccffc4fc347b9a6abb",
 }
 """What each PROTOCOL_VERSION's schemas look like; a new version adds its digest."""
 

@@ -44,28 +44,44 @@ class FedAvg(Strategy):
     def aggregate(
         self, base: Mapping[str, torch.Tensor], updates: Iterable[WeightedUpdate]
     ) -> dict[str, torch.Tensor]:
-        acc = {
-            name: torch.zeros(t.shape, dtype=torch.float64)
-            for name, t in base.items()
-            if t.is_floating_point()
-        }
-        total = 0.0
-        for update in updates:
-            if update.weight <= 0:
-                raise ValueError(
-                    f"update from {update.node} has weight {update.weight}, must be > 0"
-                )
-            for name, delta in update.tensors():
-                if name in acc:
-                    accumulate_(acc, name, delta, update.weight)
-            total += update.weight
-        if total == 0.0:
-            raise ValueError("FedAvg needs at least one update")
-        result: dict[str, torch.Tensor] = {}
-        for name, tensor in base.items():
+        mean = weighted_mean_delta(base, updates)
+        return apply_delta(base, mean)
+
+
+def weighted_mean_delta(
+    base: Mapping[str, torch.Tensor], updates: Iterable[WeightedUpdate]
+) -> dict[str, torch.Tensor]:
+    """sum_i(n_i * delta_i) / sum_i(n_i) per float tensor of ``base``, in float64."""
+    acc = {
+        name: torch.zeros(t.shape, dtype=torch.float64)
+        for name, t in base.items()
+        if t.is_floating_point()
+    }
+    total = 0.0
+    for update in updates:
+        if update.weight <= 0:
+            raise ValueError(f"update from {update.node} has weight {update.weight}, must be > 0")
+        for name, delta in update.tensors():
             if name in acc:
-                mean = acc.pop(name).div_(total)
-                result[name] = (tensor.to(torch.float64) + mean).to(tensor.dtype).contiguous()
-            else:
-                result[name] = tensor.clone()
-        return result
+                accumulate_(acc, name, delta, update.weight)
+        total += update.weight
+    if total == 0.0:
+        raise ValueError("FedAvg needs at least one update")
+    for tensor in acc.values():
+        tensor.div_(total)
+    return acc
+
+
+def apply_delta(
+    base: Mapping[str, torch.Tensor], delta: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """base + delta for the tensors ``delta`` names (consumed), in the base's dtypes; every
+    other tensor (counters) keeps the base model's value."""
+    result: dict[str, torch.Tensor] = {}
+    for name, tensor in base.items():
+        if name in delta:
+            step = delta.pop(name)
+            result[name] = (tensor.to(torch.float64) + step).to(tensor.dtype).contiguous()
+        else:
+            result[name] = tensor.clone()
+    return result

@@ -25,6 +25,11 @@ class WeightedUpdate:
     tensors: Callable[[], Iterator[tuple[str, torch.Tensor | SparseTensor]]]
 
 
+ServerState = dict[str, torch.Tensor]
+"""What a strategy carries from one round to the next (a server optimiser's moments),
+stored by the aggregator as a safetensors blob beside the round's model."""
+
+
 class Strategy(ABC):
     """How accepted updates become the next global model."""
 
@@ -35,3 +40,13 @@ class Strategy(ABC):
         self, base: Mapping[str, torch.Tensor], updates: Iterable[WeightedUpdate]
     ) -> dict[str, torch.Tensor]:
         """The new global model; ``updates`` arrive in a deterministic (node name) order."""
+
+    def aggregate_with_state(
+        self,
+        base: Mapping[str, torch.Tensor],
+        updates: Iterable[WeightedUpdate],
+        state: ServerState | None,
+    ) -> tuple[dict[str, torch.Tensor], ServerState | None]:
+        """The new model and the state for the next round, from the previous round's state
+        (None before the first). Strategies without state ignore it and return None."""
+        return self.aggregate(base, updates), None

@@ -10,12 +10,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from services.aggregator.api.browsers import BrowserWriteGuard
 from services.aggregator.api.limits import JsonBodyLimit, validation_error
+from services.aggregator.api.openapi import document_errors
 from services.aggregator.api.routes import (
     dashboard,
     health,
@@ -88,6 +90,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, exc.detail, dict(exc.headers or {}) or None)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client hung up (or was cut off by a connection deadline) mid-request."""
+    log.warning("%s %s: the client disconnected before its request was complete; "
+                "nothing was stored", request.method, request.url.path)  # fmt: skip
+    return Response(status_code=499)  # nobody reads it: the connection is gone
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     _count_rejection(request, errors.RequestValidationFailedError.code)
     return await validation_error(request, exc)
@@ -139,11 +148,14 @@ def create_app(settings: AggregatorSettings, federation: Federation) -> FastAPI:
     app.add_exception_handler(errors.FedsegError, _fedseg_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_middleware(JsonBodyLimit, limit=settings.max_json_bytes)
     app.add_middleware(BrowserWriteGuard)
     app.state.metrics, app.state.traffic = new_registry(federation)
     app.add_middleware(TrafficMiddleware, traffic=app.state.traffic)  # outermost: sees 413s
-    for module in (health, runs, rounds, nodes, models, tasks, updates):
-        app.include_router(module.router, prefix=API_PREFIX)
+    api = [m.router for m in (health, runs, rounds, nodes, models, tasks, updates)]
+    for router in api:
+        app.include_router(router, prefix=API_PREFIX)
     app.include_router(dashboard.router)  # the page, outside the API prefix
+    document_errors(app, api)
     return app

@@ -11,6 +11,7 @@ from cryptography import x509
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.aggregator.core.connections import ConnectionTimeouts
 from shared.errors import ConfigurationError
 from shared.settings import check_tls_files
 
@@ -37,6 +38,12 @@ class AggregatorSettings(BaseSettings):
     tick_s: float = Field(default=1.0, gt=0.0, le=60.0)
     offline_after_s: float = Field(default=120.0, ge=60.0, le=86400.0)
     """A node not seen for this long shows as ``offline`` (nodes heartbeat every 30 s)."""
+    idle_timeout_s: float = Field(default=75.0, ge=1.0, le=3600.0)
+    """A connection with no request in progress is closed after this long."""
+    header_timeout_s: float = Field(default=30.0, ge=1.0, le=600.0)
+    """A request's headers must be complete this long after its first byte."""
+    body_timeout_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+    """A request body (or a response the client reads) may stall at most this long."""
     http_protocol: Literal["auto", "httptools", "h11"] = "auto"
     """HTTP/1.1 parser: httptools (C) when installed, h11 (pure Python) otherwise."""
     log_level: str = "info"
@@ -57,6 +64,14 @@ class AggregatorSettings(BaseSettings):
                 "long poll would show as offline"
             )
         return self
+
+    @property
+    def connection_timeouts(self) -> ConnectionTimeouts:
+        return ConnectionTimeouts(
+            idle_s=self.idle_timeout_s,
+            header_s=self.header_timeout_s,
+            body_s=self.body_timeout_s,
+        )
 
     @property
     def resolved_database_url(self) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from uvicorn import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from services.aggregator.core.connections import ConnectionTimeouts, Deadlines
 from shared.errors import ConfigurationError
 
 try:
@@ -55,16 +56,18 @@ def _wrap_for_peer(app: ASGIApp, transport: asyncio.BaseTransport) -> ASGIApp:
     return _WithPeerCertificate(app, tls_extension(der))
 
 
-class PeerCertH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, plus the verified client certificate in the ASGI scope."""
+class PeerCertH11Protocol(Deadlines, H11Protocol):
+    """uvicorn's h11 protocol, plus the verified client certificate in the ASGI scope and
+    the connection deadlines of ``core.connections``."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.app = _wrap_for_peer(self.app, transport)
 
 
-class PeerCertHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol (C parser, faster on large bodies), plus the peer cert."""
+class PeerCertHttpToolsProtocol(Deadlines, HttpToolsProtocol):
+    """uvicorn's httptools protocol (C parser, faster on large bodies), plus the peer cert
+    and the connection deadlines."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -80,12 +83,25 @@ def peer_cert_protocol(choice: str = "auto") -> type[asyncio.Protocol]:
     return PeerCertHttpToolsProtocol
 
 
+class MutualTlsConfig(Config):
+    """uvicorn's Config, plus the connection deadlines the protocol classes read."""
+
+    def __init__(self, app: ASGIApp, timeouts: ConnectionTimeouts, **kwargs: Any) -> None:
+        super().__init__(app, timeout_keep_alive=max(1, round(timeouts.idle_s)), **kwargs)
+        self.timeouts = timeouts
+
+
 def mutual_tls_config(
-    app: ASGIApp, ssl_context: ssl.SSLContext, http_protocol: str = "auto", **kwargs: Any
+    app: ASGIApp,
+    ssl_context: ssl.SSLContext,
+    http_protocol: str = "auto",
+    timeouts: ConnectionTimeouts | None = None,
+    **kwargs: Any,
 ) -> Config:
     """uvicorn Config serving ``app`` with our context and the peer-certificate protocol."""
-    return Config(
+    return MutualTlsConfig(
         app,
+        timeouts or ConnectionTimeouts(),
         http=peer_cert_protocol(http_protocol),
         ssl_context_factory=lambda _config, _default: ssl_context,
         **kwargs,

@@ -97,6 +97,9 @@ class Round(Base):
     deadline: Mapped[datetime] = mapped_column(UTCDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    server_state: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """sha256 of the blob holding a stateful strategy's state after this round (FedAdam's
+    moments), read by the next round's aggregation; None for stateless strategies."""
 
 
 class Task(Base):

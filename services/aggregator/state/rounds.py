@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from services.aggregator.aggregation.registry import strategy_for
-from services.aggregator.aggregation.strategy import WeightedUpdate
+from services.aggregator.aggregation.strategy import ServerState, WeightedUpdate
 from services.aggregator.core.blobs import BlobStore
 from services.aggregator.state.models import ModelVersion, Round, Run, Task, Update
 from services.aggregator.state.runs import lock_if_open, open_round
@@ -178,6 +178,14 @@ def _weighted_updates(
         yield WeightedUpdate(node=row.node, weight=float(row.num_samples), tensors=tensors)
 
 
+def _previous_state(session: Session, blobs: BlobStore, rnd: Round) -> ServerState | None:
+    """The server state the round before ``rnd`` left (None for round 1 or a stateless run)."""
+    sha = session.scalar(
+        select(Round.server_state).where(Round.run_id == rnd.run_id, Round.number == rnd.number - 1)
+    )
+    return None if sha is None else load_file(blobs.open_path(sha))
+
+
 def _non_finite(model: dict[str, torch.Tensor]) -> str | None:
     """The first tensor of ``model`` holding NaN or infinity, described, or None."""
     for name, tensor in model.items():
@@ -204,14 +212,18 @@ def finish_round(session: Session, blobs: BlobStore, run: Run, rnd: Round, now: 
     else:
         base = load_file(blobs.open_path(rnd.base_model))
         strategy = strategy_for(Aggregation.model_validate(run.aggregation_json or {}))
-        merged: dict[str, torch.Tensor] = strategy.aggregate(
-            base, _weighted_updates(session, blobs, rnd, spec_of(base))
+        merged, state = strategy.aggregate_with_state(
+            base,
+            _weighted_updates(session, blobs, rnd, spec_of(base)),
+            _previous_state(session, blobs, rnd),
         )
-        broken = _non_finite(merged)
+        broken = _non_finite(merged) or (_non_finite(state) if state is not None else None)
         if broken is not None:
             # Never publish it: every node would train from a model of infinities.
             _fail(run, rnd, now, f"the aggregated model is not finite ({broken})")
             return
+        if state is not None:
+            rnd.server_state = blobs.put_bytes(to_bytes(state))
         data = to_bytes(merged)
         result_sha = blobs.put_bytes(data)
         if session.get(ModelVersion, result_sha) is None:

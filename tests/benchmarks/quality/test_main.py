@@ -1,4 +1,4 @@
-"""The quality benchmark end to end in its tiny form: both suites, CSVs, plots, tables."""
+"""The quality benchmark end to end in its tiny form: every suite, CSVs, plots, tables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.quality.config import tiny_config, tiny_patient_config
+from benchmarks.quality.config import tiny_aggregation_config, tiny_config, tiny_patient_config
 from benchmarks.quality.main import main
 from benchmarks.quality.report import COLUMNS
 from shared.privacy.accounting import dpsgd_epsilon, dpsgd_noise_multiplier
@@ -106,7 +106,23 @@ def test_quality_tiny_patient_suite_runs_dpsgd_at_its_whole_run_epsilon(
     assert f"\n{config.title}\nsetting " in printed
     assert "\ndpsgd eps=8              patient " in printed
     assert "\nDP-SGD (patient-level, whole-run eps 8) / FedAvg mean Dice: " in printed
-    assert printed.count("FedAvg / centralised mean Dice: ") == 2
+    assert printed.count("FedAvg / centralised mean Dice: ") == 3
+
+
+def test_quality_tiny_aggregation_suite_compares_fedadam_with_fedavg_in_rounds(
+    tiny_run: tuple[Path, int, str],
+) -> None:
+    out, code, printed = tiny_run
+    config = tiny_aggregation_config()
+    rows = read_rows(out / "aggregation" / "results.csv")
+    assert code == 0
+    assert [row["setting"] for row in rows] == [s.name for s in config.settings]
+    assert [row["setting"] for row in rows] == ["fedavg", "fedadam lr=0.01", "trimmed-mean",
+                                                "median"]  # fmt: skip
+    finals = {row["setting"]: row["dice_mean"] for row in rows}
+    assert len(set(finals.values())) > 1, "every strategy gave the same model"
+    assert "rounds to reach 0.95 x FedAvg's final mean Dice (" in printed
+    assert "\n  fedadam lr=0.01: " in printed
 
 
 def test_only_keeps_the_named_settings_and_refuses_an_unknown_one() -> None:

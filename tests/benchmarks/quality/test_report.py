@@ -5,8 +5,15 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from benchmarks.quality.config import tiny_config, tiny_patient_config
-from benchmarks.quality.report import COLUMNS, dpsgd_verdict, fedavg_verdict, table, write_csv
+from benchmarks.quality.config import tiny_aggregation_config, tiny_config, tiny_patient_config
+from benchmarks.quality.report import (
+    COLUMNS,
+    dpsgd_verdict,
+    fedadam_verdict,
+    fedavg_verdict,
+    table,
+    write_csv,
+)
 from benchmarks.quality.results import SettingResult
 from shared.schemas import RegionDice
 
@@ -143,3 +150,25 @@ def test_fedavg_verdict_not_met_below_the_target() -> None:
     assert fedavg_verdict(hand_made(fedavg_mean=0.5)) == (
         "FedAvg / centralised mean Dice: 0.833 (target >= 0.98: NOT met)"
     )
+
+
+def _curve(*means: float) -> list[RegionDice]:
+    return [RegionDice(tc=m, wt=m, et=m, mean=m) for m in means]
+
+
+def test_fedadam_verdict_counts_rounds_to_reach_most_of_fedavgs_final_dice() -> None:
+    fedavg, adam, *_ = tiny_aggregation_config().settings
+    results = [
+        SettingResult(fedavg, _curve(0.1, 0.3, 0.5, 0.58, 0.6), 8, 1.0),
+        SettingResult(adam, _curve(0.1, 0.5, 0.59, 0.61, 0.62), 8, 1.0),
+    ]
+    assert fedadam_verdict(results) == (
+        "rounds to reach 0.95 x FedAvg's final mean Dice (0.570): fedavg 3\n"
+        "  fedadam lr=0.01: 2 (final 0.620; at least as fast as FedAvg: yes)"
+    )
+    slow = [results[0], SettingResult(adam, _curve(0.1, 0.2, 0.3, 0.4, 0.45), 8, 1.0)]
+    assert fedadam_verdict(slow) == (
+        "rounds to reach 0.95 x FedAvg's final mean Dice (0.570): fedavg 3\n"
+        "  fedadam lr=0.01: never (final 0.450; at least as fast as FedAvg: no)"
+    )
+    assert fedadam_verdict(hand_made()) is None

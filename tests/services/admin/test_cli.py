@@ -6,10 +6,12 @@ import csv
 import hashlib
 import re
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from services.admin.main import main
 from services.demo.processes import Kit, free_port, stop
@@ -17,6 +19,7 @@ from shared import pki
 from shared.identity import Role
 from shared.schemas import PROTOCOL_VERSION, Announcement, RunView
 from tests.e2e.conftest import AggregatorProcess, start_aggregator
+from tests.odd_certificates import odd_certificate
 
 Capture = pytest.CaptureFixture[str]
 
@@ -360,3 +363,24 @@ def test_revoke_by_serial_and_its_usage_errors(
     assert err.startswith(
         f"fedseg-admin: error: {rogue.certificate} was not issued by the federation CA"
     )
+
+
+@pytest.mark.parametrize(
+    ("cn", "ou"), [("../../etc", "node"), ("n" * 64, "node"), ("odd name\u00e9", "nobody")]
+)
+def test_every_certificate_the_ca_signed_can_be_revoked_whatever_its_name(
+    aggregator: AggregatorProcess, capsys: Capture, tmp_path: Path, cn: str, ou: str
+) -> None:
+    cert = odd_certificate(aggregator.pki_dir, tmp_path, cn, ou, [ExtendedKeyUsageOID.CLIENT_AUTH])
+    serial = f"{pki.load_certificate(cert).serial_number:x}"
+    label = cn.replace("\u00e9", "?")
+    code, out, err = _admin(capsys, aggregator, "revoke", "--cert", str(cert), "--reason", "odd")
+    assert (code, out, err) == (0, f"revoked {label} (serial {serial}): refused from its next "
+                                "request on\n", "")  # fmt: skip
+    with sqlite3.connect(aggregator.state_dir / "aggregator.db") as db:
+        rows = db.execute(
+            "SELECT name, reason FROM revoked_certificates WHERE serial = ?", (serial,)
+        ).fetchall()
+    assert rows == [(label, "odd")]
+    again = _admin(capsys, aggregator, "revoke", "--serial", serial, "--name", label)
+    assert again[0] == 0

@@ -12,7 +12,7 @@ from services.aggregator.api.deps import (
     CurrentNode,
     FederationDep,
 )
-from shared.identity import NAME_PATTERN
+from shared.identity import LABEL_PATTERN
 from shared.schemas import Announcement, NodeFailure, NodeView
 
 router = APIRouter(tags=["nodes"])
@@ -22,7 +22,10 @@ class Revocation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     serial: str = Field(pattern=r"^[0-9a-fA-F]{1,40}$", description="hex serial number")
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(
+        pattern=LABEL_PATTERN,
+        description="the holder's common name, for the record (printable ASCII, at most 64)",
+    )
     reason: str | None = Field(default=None, max_length=500)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.aggregator.aggregation.fedavg import FedAvg
+from services.aggregator.aggregation.fedavg import FedAvg, weighted_mean_delta
 from services.aggregator.aggregation.registry import strategy_for
 from services.aggregator.aggregation.robust import Median, NormBounded, TrimmedMean
 from services.aggregator.aggregation.strategy import Strategy, WeightedUpdate
@@ -141,3 +141,41 @@ def test_bad_settings_are_refused() -> None:
         TrimmedMean(0.5)
     with pytest.raises(ValueError, match="needs at least one update"):
         Median().aggregate({"w": torch.zeros(1)}, [])
+
+
+def test_fedadam_is_adam_on_the_averaged_delta_with_its_moments_carried_over() -> None:
+    base, updates, _ = _federation("scaled")
+    honest = updates[:4]
+    adam = strategy_for(Aggregation(name=AggregationName.FEDADAM, server_lr=0.05))
+    model, state = adam.aggregate_with_state(base, honest, None)
+    assert state is not None
+    mean = weighted_mean_delta(base, honest)
+    for name in ("conv.weight", "conv.bias"):
+        m = 0.1 * mean[name]
+        v = 0.01 * mean[name] ** 2
+        expected = base[name].double() + 0.05 * m / (v.sqrt() + 1e-3)
+        torch.testing.assert_close(model[name].double(), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(state[f"m/{name}"].double(), m, rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(state[f"v/{name}"].double(), v, rtol=1e-5, atol=1e-12)
+    assert int(model["steps"]) == 7
+    assert "m/steps" not in state
+    # The second round starts from the stored moments, not from zero.
+    second, later = adam.aggregate_with_state(model, honest, state)
+    fresh, _ = adam.aggregate_with_state(model, honest, None)
+    assert later is not None
+    torch.testing.assert_close(later["m/conv.bias"].double(), 0.9 * m + 0.1 * mean["conv.bias"],
+                               rtol=1e-4, atol=1e-9)  # fmt: skip
+    assert not torch.equal(second["conv.weight"], fresh["conv.weight"])
+    # The same inputs give the same bits, whatever was computed before.
+    again, again_state = adam.aggregate_with_state(model, honest, state)
+    assert all(torch.equal(again[n], second[n]) for n in second)
+    assert again_state is not None
+    assert all(torch.equal(again_state[k], later[k]) for k in later)
+
+
+def test_fedadam_refuses_a_state_of_the_wrong_shape() -> None:
+    base, updates, _ = _federation("scaled")
+    adam = strategy_for(Aggregation(name=AggregationName.FEDADAM))
+    bad = {"m/conv.bias": torch.zeros(3)}
+    with pytest.raises(ValueError, match=r"server state m/conv.bias has shape \(3,\)"):
+        adam.aggregate_with_state(base, updates[:4], bad)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from starlette.testclient import TestClient
 
 from services.aggregator.api.main import create_app
@@ -18,6 +15,7 @@ from services.aggregator.core.config import AggregatorSettings
 from services.aggregator.federation import Federation
 from shared.pki import load_certificate
 from shared.schemas import RoundView, RunView, TaskPoll
+from tests.odd_certificates import odd_certificate
 from tests.services.aggregator.support import tiny_run
 
 ClientAs = Callable[..., TestClient]
@@ -133,35 +131,6 @@ def test_model_download_with_etag(client_as: ClientAs, federation: Federation) -
     )
 
 
-def _odd_certificate(
-    pki_dir: Path, tmp_path: Path, cn: str, ou: str, usage: list[x509.ObjectIdentifier]
-) -> Path:
-    """A certificate the federation CA signed but fedseg-pki would never issue."""
-    ca_cert = load_certificate(pki_dir / "ca.pem")
-    ca_key = serialization.load_pem_private_key((pki_dir / "ca-key.pem").read_bytes(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    subject = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, cn),
-         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou)]
-    )  # fmt: skip
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-    )
-    if usage:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
-    path = tmp_path / "odd.pem"
-    path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-    return path
-
-
 @pytest.mark.parametrize(
     ("cn", "ou", "usage", "words"),
     [
@@ -182,7 +151,7 @@ def test_only_certificates_as_fedseg_pki_issues_them_may_call(
     usage: list[x509.ObjectIdentifier],
     words: str,
 ) -> None:
-    cert = _odd_certificate(pki_dir, tmp_path, cn, ou, usage)
+    cert = odd_certificate(pki_dir, tmp_path, cn, ou, usage)
     client = client_as(cn, cert)
     for method, path in (("get", "/api/v1/runs"), ("post", "/api/v1/nodes/announce")):
         answer = client.request(method, path, json={})

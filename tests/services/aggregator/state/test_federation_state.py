@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sqlalchemy import select
 
 from services.aggregator.federation import Federation
 from services.aggregator.state.updates import Received
@@ -382,3 +383,54 @@ def test_many_first_polls_of_a_new_node_at_once_all_succeed(federation: Federati
         thread.join(timeout=60)
     assert errors == []
     assert [n.name for n in federation.list_nodes()] == ["site-1"]
+
+
+def test_fedadam_carries_its_moments_across_rounds_and_a_restart(
+    federation: Federation, tmp_path: Path, clock: FakeClock
+) -> None:
+    from services.aggregator.aggregation.registry import strategy_for
+    from services.aggregator.aggregation.strategy import WeightedUpdate
+    from services.aggregator.state.models import Round
+    from services.aggregator.state.rounds import check_round
+    from services.aggregator.state.runs import get_run
+
+    adam = Aggregation(name=AggregationName.FEDADAM, server_lr=0.02)
+    federation.create_run(ADMIN, tiny_run(rounds=2, aggregation=adam))
+    gen = torch.Generator().manual_seed(5)
+    expected: dict[str, torch.Tensor] | None = None
+    state = None
+    for number in (1, 2):
+        base = load_file(federation.blobs.open_path(task_of(federation, "site-1").base_model))
+        deltas = {
+            n: {k: 1e-3 * torch.randn(v.shape, generator=gen) for k, v in base.items()}
+            for n in ("site-1", "site-2")
+        }
+        submit(federation, tmp_path, "site-1", deltas["site-1"], samples=2)
+        submit(federation, tmp_path, "site-2", deltas["site-2"], samples=3)
+        updates = [
+            WeightedUpdate(n, w, lambda d=deltas[n]: iter(d.items()))
+            for n, w in (("site-1", 2.0), ("site-2", 3.0))
+        ]
+        expected, state = strategy_for(adam).aggregate_with_state(base, updates, state)
+        if number == 2:  # die after committing "aggregating"; a restart aggregates again
+            with federation._sessions() as session:
+                rnd = session.scalar(select(Round).where(Round.number == 2))
+                assert rnd is not None
+                assert check_round(session, get_run(session, 1), rnd, clock())
+                session.commit()
+            federation = Federation(federation.engine, federation.blobs, clock=clock)
+            federation.recover()  # also collects unreferenced blobs: the moments must stay
+        settle(federation)
+    rounds = federation.list_rounds()
+    assert [r.state for r in rounds[:2]] == [RoundState.CLOSED] * 2
+    merged = load_file(federation.blobs.open_path(rounds[1].result_model or ""))
+    assert expected is not None
+    assert all(torch.equal(merged[k], expected[k]) for k in expected)
+    with federation._sessions() as session:
+        shas = list(session.scalars(select(Round.server_state).order_by(Round.number)))
+    assert shas[0] is not None
+    assert shas[1] is not None
+    assert shas[2] is None
+    stored = load_file(federation.blobs.open_path(shas[1]))
+    assert state is not None
+    assert all(torch.equal(stored[k], state[k]) for k in state)
