@@ -158,19 +158,28 @@ def tiny_patient_config() -> QualityConfig:
     )
 
 
-def aggregation_settings(server_lrs: Sequence[float]) -> tuple[Setting, ...]:
-    """FedAvg, FedAdam at each server learning rate, and the robust strategies (no DP)."""
+def _adam_name(adam: Aggregation) -> str:
+    name = f"fedadam lr={adam.server_lr:g}"
+    defaults = Aggregation(name=AggregationName.FEDADAM)
+    for field in ("beta1", "tau"):
+        if getattr(adam, field) != getattr(defaults, field):
+            name += f" {field}={getattr(adam, field):g}"
+    return name
+
+
+def aggregation_settings(adams: Sequence[Aggregation]) -> tuple[Setting, ...]:
+    """FedAvg, each FedAdam configuration, and the robust strategies (no DP)."""
     none = PrivacyPolicy()
-    adam = (
-        Setting(f"fedadam lr={lr:g}", none, Aggregation(name=AggregationName.FEDADAM, server_lr=lr))
-        for lr in server_lrs
-    )
     return (
         Setting("fedavg", none),
-        *adam,
+        *(Setting(_adam_name(adam), none, adam) for adam in adams),
         Setting("trimmed-mean", none, Aggregation(name=AggregationName.TRIMMED_MEAN)),
         Setting("median", none, Aggregation(name=AggregationName.MEDIAN)),
     )
+
+
+def _adam(server_lr: float, **fields: float) -> Aggregation:
+    return Aggregation(name=AggregationName.FEDADAM, server_lr=server_lr, **fields)
 
 
 def aggregation_config() -> QualityConfig:
@@ -182,11 +191,15 @@ def aggregation_config() -> QualityConfig:
     return dataclasses.replace(
         full_config(),
         title="aggregation strategies (no DP): 40 cases over 4 sites",
-        settings=aggregation_settings((0.03, 0.1)),
+        settings=aggregation_settings(
+            (_adam(0.003), _adam(0.01), _adam(0.03), _adam(0.1), _adam(0.02, beta1=0.0, tau=0.01))
+        ),
     )
 
 
 def tiny_aggregation_config() -> QualityConfig:
     return dataclasses.replace(
-        tiny_config(), title="aggregation strategies, tiny", settings=aggregation_settings((0.01,))
+        tiny_config(),
+        title="aggregation strategies, tiny",
+        settings=aggregation_settings((_adam(0.01),)),
     )
