@@ -12,6 +12,7 @@ import math
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,23 +119,38 @@ def iter_update(
     path: Path, manifest: UpdateManifest, spec: ModelSpec
 ) -> Iterator[tuple[str, torch.Tensor | SparseTensor]]:
     """Yield each released tensor of an update file: dense, or sparse (positions decoded)."""
-    sparse = set(manifest.sparse)
     with _open(path) as handle:
         for name in spec:
-            if name in sparse:
-                values = handle.get_tensor(name + SPARSE_VALUES)
-                yield (
-                    name,
-                    SparseTensor(
-                        _positions(
-                            handle.get_tensor(name + SPARSE_POSITIONS), values, spec[name], name
-                        ),
-                        values,
-                        spec[name].shape,
-                    ),
-                )
-            elif name not in manifest.excluded:
-                yield name, handle.get_tensor(name)
+            delta = _released(handle, name, manifest, spec)
+            if delta is not None:
+                yield name, delta
+
+
+def read_update_tensor(
+    path: Path, manifest: UpdateManifest, spec: ModelSpec, name: str
+) -> torch.Tensor | SparseTensor | None:
+    """One released tensor of an update file (None if withheld), the file closed again.
+
+    For readers that need one tensor of many updates at once: an open file keeps the pages
+    it has read mapped, so K files held open while each is read through would keep K whole
+    updates resident.
+    """
+    with _open(path) as handle:
+        return _released(handle, name, manifest, spec)
+
+
+def _released(
+    handle: Any, name: str, manifest: UpdateManifest, spec: ModelSpec
+) -> torch.Tensor | SparseTensor | None:
+    if name in manifest.sparse:
+        values = handle.get_tensor(name + SPARSE_VALUES)
+        positions = handle.get_tensor(name + SPARSE_POSITIONS)
+        indices = _positions(positions, values, spec[name], name)
+        return SparseTensor(indices, values, spec[name].shape)
+    if name in manifest.excluded:
+        return None
+    result: torch.Tensor = handle.get_tensor(name)
+    return result
 
 
 def sha256_file(path: Path) -> str:

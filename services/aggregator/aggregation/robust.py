@@ -13,10 +13,13 @@ These strategies bound that:
   two middle ones for even K), unweighted.
 
 A component a node did not release counts as a zero delta from it, as in FedAvg. The
-coordinate-wise strategies need every node's value of a tensor at once: they read the
-updates tensor by tensor, in lockstep, so memory peaks at about K times the largest tensor
-(in float32), not K times the model. All three are deterministic for the same updates:
-sorting and float64 sums do not depend on arrival order (updates come ordered by node).
+coordinate-wise strategies need every node's value of a tensor at once: they read one
+tensor of every update at a time (each file opened for that tensor and closed again), so
+memory peaks at a small multiple of K times the largest tensor (the float32 values, their
+sort with its int64 indices, the float64 mean), not K times the model:
+``python -m benchmarks.aggregator_memory`` measures it. All three are deterministic for
+the same updates: sorting and float64 sums do not depend on arrival order (updates come
+ordered by node).
 """
 
 from __future__ import annotations
@@ -89,29 +92,22 @@ class _Coordinatewise(Strategy):
     def aggregate(
         self, base: Mapping[str, torch.Tensor], updates: Iterable[WeightedUpdate]
     ) -> dict[str, torch.Tensor]:
-        streams = [(u.node, u.tensors()) for u in updates]
-        if not streams:
+        chosen = list(updates)
+        if not chosen:
             raise ValueError(f"{self.name} needs at least one update")
-        pending: list[tuple[str, Delta] | None] = [next(s, None) for _, s in streams]
         result: dict[str, torch.Tensor] = {}
         for name, tensor in base.items():
-            values: list[torch.Tensor] = []
-            for index, (_, stream) in enumerate(streams):
-                item = pending[index]
-                if item is not None and item[0] == name:
-                    values.append(_dense(item[1], tensor).reshape(-1))
-                    pending[index] = next(stream, None)
-                else:  # not released by this node: a zero delta
-                    values.append(torch.zeros(tensor.numel(), dtype=torch.float32))
             if not tensor.is_floating_point():
                 result[name] = tensor.clone()
                 continue
-            combined = self.combine(torch.stack(values)).reshape(tensor.shape)
+            values = torch.zeros((len(chosen), tensor.numel()), dtype=torch.float32)
+            for row, update in enumerate(chosen):
+                delta = update.tensor(name)  # one tensor read, the file closed again
+                if delta is not None:  # else: not released by this node, a zero delta
+                    values[row] = _dense(delta, tensor).reshape(-1)
+            combined = self.combine(values).reshape(tensor.shape)
             del values
             result[name] = (tensor.to(torch.float64) + combined).to(tensor.dtype).contiguous()
-        for index, item in enumerate(pending):
-            if item is not None:
-                raise ValueError(f"update from {streams[index][0]} has unknown tensor {item[0]}")
         return result
 
 

@@ -17,12 +17,21 @@ class WeightedUpdate:
 
     ``tensors()`` yields (name, delta) pairs; a delta is ``trained - base``, dense (same
     shape and dtype as the base model's tensor) or sparse (only the released positions).
-    Tensors the node withheld are simply not yielded.
+    Tensors the node withheld are simply not yielded. ``tensor(name)`` reads just one,
+    for strategies that combine one tensor of every update at a time.
     """
 
     node: str
     weight: float
     tensors: Callable[[], Iterator[tuple[str, torch.Tensor | SparseTensor]]]
+    reader: Callable[[str], torch.Tensor | SparseTensor | None] | None = None
+    """Reads one tensor by name (None if withheld) without holding the update open."""
+
+    def tensor(self, name: str) -> torch.Tensor | SparseTensor | None:
+        """One released delta by name, or None if the node withheld it."""
+        if self.reader is not None:
+            return self.reader(name)
+        return next((delta for n, delta in self.tensors() if n == name), None)
 
 
 ServerState = dict[str, torch.Tensor]

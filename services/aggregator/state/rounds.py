@@ -26,10 +26,19 @@ from shared.schemas import (
     RunState,
     TaskPoll,
     TrainingPlan,
+    UpdateManifest,
     UpdateStatus,
 )
 from shared.schemas import Task as TaskBody
-from shared.tensors import ModelSpec, iter_update, load_file, read_manifest, spec_of, to_bytes
+from shared.tensors import (
+    ModelSpec,
+    iter_update,
+    load_file,
+    read_manifest,
+    read_update_tensor,
+    spec_of,
+    to_bytes,
+)
 
 
 def open_round_of(session: Session, run_id: int) -> Round | None:
@@ -171,11 +180,19 @@ def _weighted_updates(
     ).all()
     for row in rows:
         path: Path = blobs.open_path(row.sha256)
+        manifest = read_manifest(path)
 
-        def tensors(p: Path = path) -> Iterator[tuple[str, torch.Tensor | SparseTensor]]:
-            return iter_update(p, read_manifest(p), spec)
+        def tensors(
+            p: Path = path, m: UpdateManifest = manifest
+        ) -> Iterator[tuple[str, torch.Tensor | SparseTensor]]:
+            return iter_update(p, m, spec)
 
-        yield WeightedUpdate(node=row.node, weight=float(row.num_samples), tensors=tensors)
+        def reader(
+            name: str, p: Path = path, m: UpdateManifest = manifest
+        ) -> torch.Tensor | SparseTensor | None:
+            return read_update_tensor(p, m, spec, name)
+
+        yield WeightedUpdate(row.node, float(row.num_samples), tensors, reader)
 
 
 def _previous_state(session: Session, blobs: BlobStore, rnd: Round) -> ServerState | None:
