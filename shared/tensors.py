@@ -205,8 +205,9 @@ def _expected_keys(
 
 def check_against_spec(
     path: Path, spec: ModelSpec, sparse: Collection[str] = (), excluded: Collection[str] = ()
-) -> None:
-    """Raise unless the file holds exactly what ``spec`` and the manifest's lists call for.
+) -> float:
+    """Raise unless the file holds exactly what ``spec`` and the manifest's lists call for;
+    returns the largest |value| of its float tensors (for the aggregator's range check).
 
     Dense tensors must match the model's dtype and shape; a sparse tensor's positions must
     decode (shared.sparse_codec) to exactly as many entries inside the tensor as it has
@@ -237,14 +238,19 @@ def check_against_spec(
             )
     for name in sparse:
         _check_sparse(name, got, spec[name])
+    largest = 0.0
     for name, tensor in iter_tensors(path):
         if name.endswith(SPARSE_POSITIONS):
             base = name[: -len(SPARSE_POSITIONS)]
             values = got[base + SPARSE_VALUES]
             sparse_codec.decode(_raw(tensor), values.shape[0], math.prod(spec[base].shape), base)
-        elif tensor.is_floating_point() and not all_finite(tensor):
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise NonFiniteError(f"tensor {name!r} holds {bad} non-finite values (NaN or inf)")
+        elif tensor.is_floating_point():
+            peak = largest_abs(tensor)
+            if not math.isfinite(peak):
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise NonFiniteError(f"tensor {name!r} holds {bad} non-finite values (NaN or inf)")
+            largest = max(largest, peak)
+    return largest
 
 
 def _check_sparse(name: str, got: Mapping[str, TensorSpec], want: TensorSpec) -> None:
@@ -271,11 +277,13 @@ def _positions(
     return torch.from_numpy(sparse_codec.decode(_raw(encoded), values.numel(), numel, name))
 
 
-def all_finite(tensor: torch.Tensor) -> bool:
-    """True if no NaN or infinity; numpy's check is ~40x faster than torch's on one core."""
+def largest_abs(tensor: torch.Tensor) -> float:
+    """max |value| (0 for an empty tensor); NaN or infinity if the tensor holds one."""
+    if tensor.numel() == 0:
+        return 0.0
     if tensor.dtype in (torch.float32, torch.float64, torch.float16):
-        return bool(np.isfinite(tensor.numpy()).all())
-    return bool(torch.isfinite(tensor).all())
+        return float(np.max(np.abs(tensor.numpy())))
+    return float(tensor.abs().max())
 
 
 def _few(names: list[str], limit: int = 5) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.aggregator.core.blobs import BlobStore
 from services.aggregator.core.db import make_session_factory, upgrade_schema
 from services.aggregator.state import health, nodes, rounds, runs, updates, views
+from services.aggregator.state.folds import RoundSums
 from services.aggregator.state.models import ModelVersion, Round, Run, Update
 from services.aggregator.state.updates import Received
 from shared.errors import NotFoundError
@@ -25,6 +27,7 @@ from shared.schemas import (
     NodeFailure,
     NodeView,
     RoundView,
+    RoundState,
     RunCreate,
     RunState,
     RunView,
@@ -62,6 +65,8 @@ class Federation:
         self._cache_lock = threading.Lock()
         self.update_seam: updates.Seam = _nothing
         """Called inside ``accept_update`` around the round's lock (a test seam)."""
+        self.sums = RoundSums()
+        self._folder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedseg-fold")
 
     def migrate(self) -> None:
         upgrade_schema(self.engine)
@@ -132,7 +137,27 @@ class Federation:
                 self.update_seam,
             )  # fmt: skip
             nodes.touch(session, identity, now).failure = None  # it contributes again
-            return result
+        if result[1]:
+            self._folder.submit(self._fold, run_id, number, identity.name)
+        return result
+
+    def _fold(self, run_id: int, number: int, node: str) -> None:
+        """Add a newly accepted update to its round's running sum (in the fold thread)."""
+        try:
+            with self._sessions() as session:
+                round_id = session.scalar(
+                    select(Round.id).where(Round.run_id == run_id, Round.number == number)
+                )
+                if round_id is not None:
+                    self.sums.fold(session, self.blobs, round_id, node)
+        except Exception as exc:  # noqa: BLE001 - the close rebuilds what a failed fold lost
+            log.warning("could not add node %s's update to round %d's running sum (%s: %s); "
+                        "the round's close reads it from disk instead",
+                        node, number, type(exc).__name__, exc)  # fmt: skip
+
+    def wait_for_folds(self) -> None:
+        """Block until every update accepted so far is folded in (tests, benchmarks)."""
+        self._folder.submit(lambda: None).result()
 
     def accept_evaluation(
         self, identity: Identity, run_id: int, number: int, report: EvaluationReport
@@ -202,8 +227,12 @@ class Federation:
     def advance(self) -> bool:
         """One step of every running run; True if a transition committed."""
         with self._sessions() as session:
-            changed = rounds.advance(session, self.blobs, self.clock())
+            changed = rounds.advance(session, self.blobs, self.sums, self.clock())
             session.commit()
+            if len(self.sums):
+                self.sums.keep_only(
+                    set(session.scalars(select(Round.id).where(Round.state == RoundState.OPEN)))
+                )
             return changed
 
     # --- status ---

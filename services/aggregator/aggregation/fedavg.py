@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
 
-from services.aggregator.aggregation.strategy import Strategy, WeightedUpdate
-from shared.privacy.types import SparseTensor
+from services.aggregator.aggregation.strategy import LinearStrategy, ServerState
 
 
-def accumulate_(
-    acc: dict[str, torch.Tensor], name: str, delta: torch.Tensor | SparseTensor, w: float
-) -> None:
-    """acc[name] += w * delta, in place (float64 accumulator, so order barely matters).
-
-    A sparse delta adds only at its released positions; every other position adds zero.
-    """
-    if isinstance(delta, SparseTensor):
-        acc[name].view(-1).index_add_(0, delta.indices, delta.values.to(torch.float64), alpha=w)
-    else:
-        acc[name].add_(delta.to(torch.float64), alpha=w)
-
-
-class FedAvg(Strategy):
+class FedAvg(LinearStrategy):
     """new = base + sum_i(n_i * delta_i) / sum_i(n_i), with n_i the node's sample count.
 
-    Memory is O(model): one float64 accumulator plus the delta being read, however many
-    nodes report. Non-float tensors (counters) keep the base model's value.
+    Memory is O(model): one exact (integer) accumulator plus the delta being read, however
+    many nodes report, and the same bits in any arrival order (exact_sum.py), so the
+    aggregator folds each update in as it is accepted. Non-float tensors (counters) keep
+    the base model's value.
 
     A component a node did not release (sparse sharing, SVT, an excluded tensor) counts as
     a zero delta from that node, and the denominator stays sum_i(n_i) for every component,
@@ -41,35 +29,11 @@ class FedAvg(Strategy):
 
     name = "fedavg"
 
-    def aggregate(
-        self, base: Mapping[str, torch.Tensor], updates: Iterable[WeightedUpdate]
-    ) -> dict[str, torch.Tensor]:
-        mean = weighted_mean_delta(base, updates)
-        return apply_delta(base, mean)
-
-
-def weighted_mean_delta(
-    base: Mapping[str, torch.Tensor], updates: Iterable[WeightedUpdate]
-) -> dict[str, torch.Tensor]:
-    """sum_i(n_i * delta_i) / sum_i(n_i) per float tensor of ``base``, in float64."""
-    acc = {
-        name: torch.zeros(t.shape, dtype=torch.float64)
-        for name, t in base.items()
-        if t.is_floating_point()
-    }
-    total = 0.0
-    for update in updates:
-        if update.weight <= 0:
-            raise ValueError(f"update from {update.node} has weight {update.weight}, must be > 0")
-        for name, delta in update.tensors():
-            if name in acc:
-                accumulate_(acc, name, delta, update.weight)
-        total += update.weight
-    if total == 0.0:
-        raise ValueError("FedAvg needs at least one update")
-    for tensor in acc.values():
-        tensor.div_(total)
-    return acc
+    def step(
+        self, base: Mapping[str, torch.Tensor], mean: dict[str, torch.Tensor],
+        state: ServerState | None,
+    ) -> tuple[dict[str, torch.Tensor], ServerState | None]:  # fmt: skip
+        return apply_delta(base, mean), None
 
 
 def apply_delta(

@@ -21,15 +21,15 @@ Memory: the float64 mean delta, the two moments and the model, O(model) whatever
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
 
-from services.aggregator.aggregation.fedavg import apply_delta, weighted_mean_delta
-from services.aggregator.aggregation.strategy import ServerState, Strategy, WeightedUpdate
+from services.aggregator.aggregation.fedavg import apply_delta
+from services.aggregator.aggregation.strategy import LinearStrategy, ServerState
 
 
-class FedAdam(Strategy):
+class FedAdam(LinearStrategy):
     """Adam on the server over FedAvg's averaged delta."""
 
     name = "fedadam"
@@ -43,19 +43,12 @@ class FedAdam(Strategy):
             raise ValueError(f"tau must be a finite number > 0, got {tau}")
         self.server_lr, self.beta1, self.beta2, self.tau = server_lr, beta1, beta2, tau
 
-    def aggregate(
-        self, base: Mapping[str, torch.Tensor], updates: Iterable[WeightedUpdate]
-    ) -> dict[str, torch.Tensor]:
-        """One step from zero moments (the first round of a run)."""
-        return self.aggregate_with_state(base, updates, None)[0]
-
-    def aggregate_with_state(
+    def step(
         self,
         base: Mapping[str, torch.Tensor],
-        updates: Iterable[WeightedUpdate],
+        mean: dict[str, torch.Tensor],
         state: ServerState | None,
     ) -> tuple[dict[str, torch.Tensor], ServerState]:
-        mean = weighted_mean_delta(base, updates)
         previous = state or {}
         steps: dict[str, torch.Tensor] = {}
         moments: ServerState = {}

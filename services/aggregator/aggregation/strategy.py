@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from services.aggregator.aggregation.exact_sum import ExactSum
 from shared.privacy.types import SparseTensor
 
 
@@ -59,3 +60,49 @@ class Strategy(ABC):
         """The new model and the state for the next round, from the previous round's state
         (None before the first). Strategies without state ignore it and return None."""
         return self.aggregate(base, updates), None
+
+
+class LinearStrategy(Strategy):
+    """A strategy whose only use of the updates is their weighted mean delta.
+
+    Its input is then one exact sum (exact_sum.py) that the aggregator folds each update
+    into as it is accepted, so closing a round costs one ``step``, not K reads of K
+    updates, and the model is the same bits whatever order the updates arrived in.
+    """
+
+    @abstractmethod
+    def step(
+        self,
+        base: Mapping[str, torch.Tensor],
+        mean: dict[str, torch.Tensor],
+        state: ServerState | None,
+    ) -> tuple[dict[str, torch.Tensor], ServerState | None]:
+        """The new model and server state from the round's weighted mean delta (consumed)."""
+
+    def aggregate(
+        self, base: Mapping[str, torch.Tensor], updates: Iterable[WeightedUpdate]
+    ) -> dict[str, torch.Tensor]:
+        return self.aggregate_with_state(base, updates, None)[0]
+
+    def aggregate_with_state(
+        self,
+        base: Mapping[str, torch.Tensor],
+        updates: Iterable[WeightedUpdate],
+        state: ServerState | None,
+    ) -> tuple[dict[str, torch.Tensor], ServerState | None]:
+        return self.step(base, weighted_mean_delta(base, updates), state)
+
+
+def weighted_mean_delta(
+    base: Mapping[str, torch.Tensor], updates: Iterable[WeightedUpdate]
+) -> dict[str, torch.Tensor]:
+    """sum_i(n_i * delta_i) / sum_i(n_i) per float tensor of ``base``, in float64, summed
+    exactly (the same bits in any order of ``updates``)."""
+    total = ExactSum.like(base)
+    for number, update in enumerate(updates):
+        if update.weight <= 0:
+            raise ValueError(f"update from {update.node} has weight {update.weight}, must be > 0")
+        total.add(f"{number}:{update.node}", update.weight, update.tensors())
+    if not total.weights:
+        raise ValueError("FedAvg needs at least one update")
+    return total.mean()

@@ -29,6 +29,7 @@ from services.aggregator.api.routes import (
     updates,
 )
 from services.aggregator.core.config import AggregatorSettings
+from services.aggregator.core.looplag import LoopLag
 from services.aggregator.core.metrics import Traffic, TrafficMiddleware, new_registry
 from services.aggregator.core.notify import Signal
 from services.aggregator.federation import Federation
@@ -125,13 +126,15 @@ def create_app(settings: AggregatorSettings, federation: Federation) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.changes.bind(asyncio.get_running_loop())
-        task = asyncio.create_task(_ticker(app))
+        tasks = [asyncio.create_task(_ticker(app)), asyncio.create_task(app.state.loop_lag.run())]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # No /docs or /redoc: they load their scripts from a CDN and render blank offline. The
     # schema stays at /openapi.json; the operator's page is /dashboard/ (served from here).
@@ -152,6 +155,7 @@ def create_app(settings: AggregatorSettings, federation: Federation) -> FastAPI:
     app.add_middleware(JsonBodyLimit, limit=settings.max_json_bytes)
     app.add_middleware(BrowserWriteGuard)
     app.state.metrics, app.state.traffic = new_registry(federation)
+    app.state.loop_lag = LoopLag(app.state.metrics)
     app.add_middleware(TrafficMiddleware, traffic=app.state.traffic)  # outermost: sees 413s
     api = [m.router for m in (health, runs, rounds, nodes, models, tasks, updates)]
     for router in api:

@@ -11,8 +11,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from services.aggregator.aggregation.registry import strategy_for
-from services.aggregator.aggregation.strategy import ServerState, WeightedUpdate
+from services.aggregator.aggregation.strategy import LinearStrategy, ServerState, WeightedUpdate
 from services.aggregator.core.blobs import BlobStore
+from services.aggregator.state.folds import RoundSums, key_of
 from services.aggregator.state.models import ModelVersion, Round, Run, Task, Update
 from services.aggregator.state.runs import lock_if_open, open_round
 from shared.model import ModelConfig
@@ -172,7 +173,9 @@ def _fail(run: Run, rnd: Round, now: datetime, why: str) -> None:
 
 def _weighted_updates(
     session: Session, blobs: BlobStore, rnd: Round, spec: ModelSpec
-) -> Iterator[WeightedUpdate]:
+) -> dict[str, WeightedUpdate]:
+    """The round's accepted updates by ``folds.key_of``, in node order, read lazily."""
+    contributions: dict[str, WeightedUpdate] = {}
     rows = session.scalars(
         select(Update)
         .where(Update.round_id == rnd.id, Update.status == UpdateStatus.ACCEPTED)
@@ -192,7 +195,10 @@ def _weighted_updates(
         ) -> torch.Tensor | SparseTensor | None:
             return read_update_tensor(p, m, spec, name)
 
-        yield WeightedUpdate(row.node, float(row.num_samples), tensors, reader)
+        contributions[key_of(row.node, row.sha256)] = WeightedUpdate(
+            row.node, float(row.num_samples), tensors, reader
+        )
+    return contributions
 
 
 def _previous_state(session: Session, blobs: BlobStore, rnd: Round) -> ServerState | None:
@@ -212,12 +218,16 @@ def _non_finite(model: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def finish_round(session: Session, blobs: BlobStore, run: Run, rnd: Round, now: datetime) -> None:
+def finish_round(
+    session: Session, blobs: BlobStore, sums: RoundSums, run: Run, rnd: Round, now: datetime
+) -> None:
     """Aggregate an ``aggregating`` round, close it and open the next, in one transaction.
 
     The new model's blob is written (atomically) before the rows that reference it, so a
     crash anywhere leaves the round ``aggregating`` and a restart simply does this again:
-    the same accepted updates give the same model, counted once.
+    the same accepted updates give the same model, counted once. A linear strategy starts
+    from the round's running sum (``sums``), which is exact, so the model is the same bits
+    whether the sum was folded as updates arrived or rebuilt here after a restart.
     """
     _, accepted = response_counts(session, rnd)
     if accepted < run.min_nodes:  # defensive: the close counted under the round's lock
@@ -229,11 +239,14 @@ def finish_round(session: Session, blobs: BlobStore, run: Run, rnd: Round, now: 
     else:
         base = load_file(blobs.open_path(rnd.base_model))
         strategy = strategy_for(Aggregation.model_validate(run.aggregation_json or {}))
-        merged, state = strategy.aggregate_with_state(
-            base,
-            _weighted_updates(session, blobs, rnd, spec_of(base)),
-            _previous_state(session, blobs, rnd),
-        )
+        spec = spec_of(base)
+        contributions = _weighted_updates(session, blobs, rnd, spec)
+        previous = _previous_state(session, blobs, rnd)
+        if isinstance(strategy, LinearStrategy):
+            mean = sums.take(rnd.id, spec, contributions).mean()
+            merged, state = strategy.step(base, mean, previous)
+        else:
+            merged, state = strategy.aggregate_with_state(base, contributions.values(), previous)
         broken = _non_finite(merged) or (_non_finite(state) if state is not None else None)
         if broken is not None:
             # Never publish it: every node would train from a model of infinities.
@@ -264,7 +277,7 @@ def finish_round(session: Session, blobs: BlobStore, run: Run, rnd: Round, now: 
     open_round(session, run, rnd.number + 1, next_kind, result_sha, now)
 
 
-def advance(session: Session, blobs: BlobStore, now: datetime) -> bool:
+def advance(session: Session, blobs: BlobStore, sums: RoundSums, now: datetime) -> bool:
     """One step of every running run's state machine; True if anything changed.
 
     Call in a loop: each call commits at most one transition per run.
@@ -284,7 +297,7 @@ def advance(session: Session, blobs: BlobStore, now: datetime) -> bool:
                 session.commit()
                 changed = True
         if rnd.state == RoundState.AGGREGATING:
-            finish_round(session, blobs, run, rnd, now)
+            finish_round(session, blobs, sums, run, rnd, now)
             session.commit()
             changed = True
     return changed

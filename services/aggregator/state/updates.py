@@ -20,7 +20,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.aggregator.aggregation import exact_sum
 from services.aggregator.core.blobs import BlobStore
+from services.aggregator.state.folds import folds
 from services.aggregator.state.models import Node, Round, Run, Task, Update
 from services.aggregator.state.runs import lock_if_open
 from services.aggregator.state.weights import weight_refusal
@@ -232,9 +234,12 @@ def accept_update(
     manifest = read_manifest(received.path)
     _check_binding(session, rnd, node, manifest, RoundKind.TRAIN)
     _check_against_run(session, rnd, node, manifest)
-    check_against_spec(
+    largest = check_against_spec(
         received.path, _spec(blobs.open_path(rnd.base_model)), manifest.sparse, manifest.excluded
     )
+    beyond = exact_sum.refusal(largest, manifest.num_samples) if folds(session, rnd) else None
+    if beyond is not None:
+        raise UpdateRejectedError(f"update refused: {beyond}; nothing was stored")
     row = Update(
         round_id=rnd.id,
         node=node,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.aggregator.aggregation.fedavg import FedAvg, weighted_mean_delta
+from services.aggregator.aggregation.fedavg import FedAvg
+from services.aggregator.aggregation.strategy import weighted_mean_delta
 from services.aggregator.aggregation.registry import strategy_for
 from services.aggregator.aggregation.robust import Median, NormBounded, TrimmedMean
 from services.aggregator.aggregation.strategy import Strategy, WeightedUpdate

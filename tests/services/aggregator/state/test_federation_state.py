@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from services.aggregator.federation import Federation
 from services.aggregator.state.updates import Received
-from shared.errors import ConflictError, InvalidRequestError
+from shared.errors import ConflictError, InvalidRequestError, UpdateRejectedError
 from shared.identity import Identity, Role
 from shared.schemas import Aggregation, AggregationName, RoundKind, RoundState, RunState, Task
 from shared.tensors import load_file, sha256_file
@@ -320,7 +320,9 @@ def test_too_few_contributors_after_all_respond_fails_at_once(federation: Federa
 def test_a_round_whose_model_would_not_be_finite_fails_and_publishes_nothing(
     federation: Federation, tmp_path: Path
 ) -> None:
-    federation.create_run(ADMIN, tiny_run(rounds=3))
+    # The median takes any finite values (FedAvg refuses these at the door, below).
+    median = Aggregation(name=AggregationName.MEDIAN)
+    federation.create_run(ADMIN, tiny_run(rounds=3, aggregation=median))
     for _ in (1, 2):
         base = load_file(federation.blobs.open_path(task_of(federation, "site-1").base_model))
         huge = {k: torch.full_like(v, 3e38) for k, v in base.items()}
@@ -335,6 +337,22 @@ def test_a_round_whose_model_would_not_be_finite_fails_and_publishes_nothing(
     run = federation.get_run(1)
     assert run.state == RunState.FAILED
     assert run.global_model == first.result_model  # the last finite model stays the global one
+
+
+@pytest.mark.parametrize("strategy", [AggregationName.FEDAVG, AggregationName.FEDADAM])
+def test_an_update_beyond_the_exact_sums_range_is_refused_and_changes_nothing(
+    federation: Federation, tmp_path: Path, strategy: AggregationName
+) -> None:
+    federation.create_run(ADMIN, tiny_run(rounds=1, aggregation=Aggregation(name=strategy)))
+    base = load_file(federation.blobs.open_path(task_of(federation, "site-1").base_model))
+    # 4 * 2^32 = 2^34: just at the limit; 4 * 0.99 * 2^32 is inside it.
+    with pytest.raises(UpdateRejectedError, match=r"beyond what the aggregator sums exactly"):
+        submit(federation, tmp_path, "site-1",
+               {k: torch.full_like(v, 2.0**32) for k, v in base.items()}, samples=4)  # fmt: skip
+    assert federation.list_rounds()[0].reported_nodes == []
+    submit(federation, tmp_path, "site-1",
+           {k: torch.full_like(v, 0.99 * 2.0**32) for k, v in base.items()}, samples=4)  # fmt: skip
+    assert federation.list_rounds()[0].reported_nodes == ["site-1"]
 
 
 def test_a_run_aggregates_with_the_strategy_it_was_created_with(
