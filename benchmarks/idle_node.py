@@ -5,6 +5,7 @@ Used by the round-overhead benchmark so that what is timed is coordination alone
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +27,10 @@ from shared.tensors import load_file, update_bytes
 
 def main(pki_dir: str, name: str, url: str) -> int:
     torch.set_num_threads(1)
+    # Below the aggregator's priority: in a federation each node has its own machine, and
+    # here 16 of them would otherwise time-share this machine's cores with the aggregator
+    # (its event loop then waits for a core, not for its own work).
+    os.nice(10)
     cache = Path(tempfile.mkdtemp(prefix=f"idle-{name}-"))
     with Kit.of(Path(pki_dir), name).http(url, timeout=120) as http:
         client = AggregatorClient(http)

@@ -1,8 +1,9 @@
 """The federation's serving cost with nodes that do no training, in real rounds.
 
 Real processes on loopback with mutual TLS: one aggregator under uvicorn and N idle nodes
-(each downloads the 4.7 M-parameter model and uploads a full-size delta every round).
-For every N it measures, against a baseline from the same run:
+(each downloads the 4.7 M-parameter model and uploads a full-size delta every round; they
+run at a lower CPU priority, as if on their own machines). For every N it measures,
+against a baseline from the same run:
 
 - seconds per round, against the physical floor: the same 2N transfers of the model's
   bytes over a plain loopback TLS socket, one after another;
@@ -106,7 +107,7 @@ class Prober:
                 start = time.perf_counter()
                 try:
                     ok = http.get(path).status_code == 200
-                except Exception:  # noqa: BLE001 - a benchmark counts failures, it does not stop
+                except Exception:
                     ok = False
                 elapsed = time.perf_counter() - start
                 if ok:
@@ -125,11 +126,14 @@ def percentile(values: list[float], q: float) -> float:
 class Figures:
     nodes: int
     rounds: list[float]
+    closing: list[float]
+    """Seconds from each round's last accepted update to its close (the aggregation)."""
     peak_rss_mib: float
     busy: list[float]
     idle: list[float]
     errors: int
     loop_lag_s: float
+    route_seconds: dict[str, float]
 
     @property
     def per_round(self) -> float:
@@ -181,21 +185,46 @@ def federation(pki: Path, work: Path, names: list[str], rounds: int) -> Figures:
             time.sleep(5)
         history = [RoundView.model_validate(r) for r in admin.get("/api/v1/rounds").json()]
         peak = peak_rss_mib(agg.pid)
-        lag = loop_lag(admin.get("/api/v1/metrics").text)
+        metrics = admin.get("/api/v1/metrics").text
+        lag = loop_lag(metrics)
+        routes = route_seconds(metrics)
     finally:
         for p in nodes:
             stop(p)
         stop(agg)
     train = [r for r in history if r.kind == "train" and r.closed_at is not None]
+    closing = [
+        (r.closed_at - max(u.accepted_at for u in r.updates)).total_seconds()
+        for r in train
+        if r.closed_at and r.updates
+    ]
     return Figures(
         nodes=len(names),
         rounds=[(r.closed_at - r.opened_at).total_seconds() for r in train if r.closed_at],
+        closing=closing,
         peak_rss_mib=peak,
         busy=prober.samples.get("busy", []),
         idle=prober.samples.get("idle", []),
         errors=prober.errors,
         loop_lag_s=lag,
+        route_seconds=routes,
     )
+
+
+def route_seconds(metrics: str) -> dict[str, float]:
+    """Mean seconds per request of the routes a round is made of."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            route = sample.labels.get("route", "")
+            if not any(route.endswith(r) for r in ("/models/{sha256}", "/update", "/tasks/next")):
+                continue
+            if sample.name == "fedseg_http_request_duration_seconds_sum":
+                sums[route] = sums.get(route, 0.0) + sample.value
+            elif sample.name == "fedseg_http_request_duration_seconds_count":
+                counts[route] = counts.get(route, 0.0) + sample.value
+    return {r.rsplit("/", 1)[-1]: sums[r] / counts[r] for r in sums if counts.get(r)}
 
 
 def loop_lag(metrics: str) -> float:
@@ -229,18 +258,23 @@ def main(argv: list[str] | None = None) -> int:
         floor = tls_floor(pki, payload, 2 * n)
         print(f"\n{n} nodes:")
         print("  seconds per round:", ", ".join(f"{s:.2f}" for s in figures.rounds))
+        print("  of which last update to close:",
+              ", ".join(f"{s:.2f}" for s in figures.closing))  # fmt: skip
         print(f"  steady-state round {figures.per_round:.2f} s; floor ({2 * n} sequential "
               f"transfers over loopback mTLS) {floor:.2f} s; round / floor "
               f"{figures.per_round / floor:.2f}x (target <= 1.5x at 8 nodes)")  # fmt: skip
         print(f"  aggregator peak RSS {figures.peak_rss_mib:.0f} MiB; longest event-loop "
               f"stall {figures.loop_lag_s * 1e3:.0f} ms")  # fmt: skip
+        print("  mean seconds per request: " + ", ".join(
+            f"{route} {s:.2f}" for route, s in sorted(figures.route_seconds.items())))  # fmt: skip
         print(f"  status while uploading: p50 {_ms(figures.busy, 0.5)}, p99 "
               f"{_ms(figures.busy, 0.99)} ({len(figures.busy)} queries); idle: p50 "
               f"{_ms(figures.idle, 0.5)}, p99 {_ms(figures.idle, 0.99)} "
               f"({len(figures.idle)} queries); {figures.errors} failed")  # fmt: skip
     smallest, largest = results[0], results[-1]
     print(f"\npeak RSS at {largest.nodes} / at {smallest.nodes} nodes: "
-          f"{largest.peak_rss_mib / smallest.peak_rss_mib:.2f}x (target <= 1.2x, 32 / 8)")  # fmt: skip
+          f"{largest.peak_rss_mib / smallest.peak_rss_mib:.2f}x "
+          "(target <= 1.2x, 32 / 8)")  # fmt: skip
     for figures in results:
         if figures.busy and figures.idle:
             print(f"status p50 under {figures.nodes} uploading nodes / idle: "

@@ -68,6 +68,11 @@ def approximate_parameters(config: ModelConfig) -> int:
     return int(total + width[0] * config.out_channels)
 
 
+def warm_up() -> None:
+    """Import what ``build_model`` needs (MONAI, seconds of import) ahead of its first use."""
+    import monai.networks.nets.segresnet  # noqa: F401
+
+
 def build_model(config: ModelConfig) -> torch.nn.Module:
     """Build SegResNet: input [B, in_channels, D, H, W] -> logits [B, out_channels, D, H, W].
 

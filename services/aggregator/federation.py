@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.aggregator.core.blobs import BlobStore
 from services.aggregator.core.db import make_session_factory, upgrade_schema
 from services.aggregator.state import health, nodes, rounds, runs, updates, views
+from services.aggregator.state.cache import Generation, SettledRounds, StatusCache
 from services.aggregator.state.folds import RoundSums
 from services.aggregator.state.models import ModelVersion, Round, Run, Update
 from services.aggregator.state.updates import Received
@@ -26,8 +27,8 @@ from shared.schemas import (
     EvaluationReport,
     NodeFailure,
     NodeView,
-    RoundView,
     RoundState,
+    RoundView,
     RunCreate,
     RunState,
     RunView,
@@ -61,6 +62,8 @@ class Federation:
         self.blobs = blobs
         self.clock = clock
         self._sessions: sessionmaker[Session] = make_session_factory(engine)
+        self._status = StatusCache(Generation(self._sessions))
+        self._settled = SettledRounds()
         self._model_cache: dict[str, bytes] = {}
         self._cache_lock = threading.Lock()
         self.update_seam: updates.Seam = _nothing
@@ -150,7 +153,7 @@ class Federation:
                 )
                 if round_id is not None:
                     self.sums.fold(session, self.blobs, round_id, node)
-        except Exception as exc:  # noqa: BLE001 - the close rebuilds what a failed fold lost
+        except Exception as exc:
             log.warning("could not add node %s's update to round %d's running sum (%s: %s); "
                         "the round's close reads it from disk instead",
                         node, number, type(exc).__name__, exc)  # fmt: skip
@@ -236,21 +239,31 @@ class Federation:
             return changed
 
     # --- status ---
+    # Status answers come from StatusCache (state/cache.py): computed once per write.
     def list_runs(self) -> list[RunView]:
+        return self._status.get("runs", self._list_runs)
+
+    def _list_runs(self) -> list[RunView]:
         with self._sessions() as session:
             return [
                 views.run_view(session, r) for r in session.scalars(select(Run).order_by(Run.id))
             ]
 
     def get_run(self, run_id: int) -> RunView:
+        return self._status.get(("run", run_id), lambda: self._get_run(run_id))
+
+    def _get_run(self, run_id: int) -> RunView:
         with self._sessions() as session:
             return views.run_view(session, runs.get_run(session, run_id))
 
     def list_rounds(self, run_id: int | None = None) -> list[RoundView]:
         """Rounds of ``run_id``, or of the newest run when None."""
+        return self._status.get(("rounds", run_id), lambda: self._list_rounds(run_id))
+
+    def _list_rounds(self, run_id: int | None) -> list[RoundView]:
         with self._sessions() as session:
             run = runs.get_run(session, run_id) if run_id is not None else runs.latest_run(session)
-            return [] if run is None else views.round_views(session, run)
+            return [] if run is None else views.round_views(session, run, self._settled)
 
     def get_round(self, run_id: int, number: int) -> RoundView:
         with self._sessions() as session:
@@ -263,8 +276,13 @@ class Federation:
             return views.round_view(session, run, rnd)
 
     def list_nodes(self) -> list[NodeView]:
+        # Health depends on the clock (a silent node turns offline): recomputed each second.
+        now = self.clock()
+        return self._status.get("nodes", lambda: self._list_nodes(now), stamp=int(now.timestamp()))
+
+    def _list_nodes(self, now: datetime) -> list[NodeView]:
         with self._sessions() as session:
-            return views.node_views(session, self.clock(), self.offline_after)
+            return views.node_views(session, now, self.offline_after)
 
     def model_path(self, sha256: str) -> Path:
         """A published model version's blob; updates are not downloadable."""
@@ -276,8 +294,9 @@ class Federation:
     def model_bytes(self, sha256: str) -> bytes:
         """A model version's bytes, kept in memory for the few versions nodes are fetching.
 
-        Every node downloads the same version at the start of a round; serving it from
-        memory saves a threadpool hop per 64 KiB chunk. At most two versions are held.
+        Every node downloads the same version at the start of a round; all of them are
+        served from this one copy (routes/models.py sends it by chunk, without copying).
+        At most two versions are held.
         """
         with self._cache_lock:
             cached = self._model_cache.get(sha256)

@@ -49,8 +49,15 @@ def refusal(largest_abs_delta: float, weight: float) -> str | None:
     )
 
 
+CHUNK = 1 << 16
+"""Values converted at a time: scratch buffers that stay in cache, allocated once."""
+
+
 def _limbs(values: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    scaled = values.to(torch.float64).mul_(weight).mul_(_HI_SCALE)
+    """(hi, lo) of ``weight * values`` (a few values at once: a sparse delta's)."""
+    # weight * 2^16 is exact, and scaling by a power of two commutes with rounding, so
+    # this is the one rounding of weight * value, scaled exactly.
+    scaled = values.to(torch.float64).mul_(weight * _HI_SCALE)
     hi = torch.floor(scaled)
     lo = torch.round(scaled.sub_(hi).mul_(_LO_SCALE))
     return hi.to(torch.int64), lo.to(torch.int64)
@@ -68,6 +75,9 @@ class ExactSum:
         self.lo = {name: torch.zeros(shape, dtype=torch.int64) for name, shape in shapes.items()}
         self.weights: dict[str, float] = {}
         """Weight of each contribution, by its key (the update's digest)."""
+        self._scaled = torch.empty(CHUNK, dtype=torch.float64)
+        self._floor = torch.empty(CHUNK, dtype=torch.float64)
+        self._limb = torch.empty(CHUNK, dtype=torch.int64)
 
     @classmethod
     def like(cls, base: Mapping[str, torch.Tensor]) -> ExactSum:
@@ -101,13 +111,27 @@ class ExactSum:
                 self.hi[name].view(-1).index_add_(0, delta.indices, hi, alpha=sign)
                 self.lo[name].view(-1).index_add_(0, delta.indices, lo, alpha=sign)
             else:
-                hi, lo = _limbs(delta, weight)
-                self.hi[name].add_(hi, alpha=sign)
-                self.lo[name].add_(lo, alpha=sign)
+                self._add_dense(name, delta.reshape(-1), weight, sign)
         if sign == 1:
             self.weights[key] = weight
         else:
             del self.weights[key]
+
+    def _add_dense(self, name: str, values: torch.Tensor, weight: float, sign: int) -> None:
+        """What ``_limbs`` computes, a chunk at a time in the scratch buffers."""
+        hi, lo = self.hi[name].view(-1), self.lo[name].view(-1)
+        if values.numel() != hi.numel():
+            raise ValueError(f"delta {name} has {values.numel()} values, the sum {hi.numel()}")
+        scale = weight * _HI_SCALE
+        for start in range(0, hi.numel(), CHUNK):
+            end = min(hi.numel(), start + CHUNK)
+            size = end - start
+            scaled, floor, limb = self._scaled[:size], self._floor[:size], self._limb[:size]
+            scaled.copy_(values[start:end]).mul_(scale)
+            torch.floor(scaled, out=floor)
+            scaled.sub_(floor).mul_(_LO_SCALE).round_()
+            hi[start:end].add_(limb.copy_(floor), alpha=sign)
+            lo[start:end].add_(limb.copy_(scaled), alpha=sign)
 
     def mean(self) -> dict[str, torch.Tensor]:
         """sum_i(w_i delta_i) / sum_i(w_i) per tensor, in float64; the sum is consumed."""

@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+SQLITE_POOL = 40
+"""Connections kept open: anyio's default worker-thread limit, each may hold one."""
 
 
 def make_engine(url: str) -> Engine:
@@ -19,8 +21,14 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # A local file never drops a connection, so no ping per checkout; and a pool as
+        # large as the worker threads that use it, so busy rounds reuse connections
+        # instead of opening (and re-running the pragmas of) one per request.
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=SQLITE_POOL,
+            max_overflow=SQLITE_POOL,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

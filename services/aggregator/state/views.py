@@ -10,6 +10,7 @@ from typing import TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from services.aggregator.state.cache import SettledRounds
 from services.aggregator.state.health import node_health, revoked_serials, run_picture
 from services.aggregator.state.models import Node, Round, Run, Update
 from services.aggregator.state.rounds import open_round_of
@@ -138,11 +139,27 @@ def round_view(session: Session, run: Run, rnd: Round) -> RoundView:
     )
 
 
-def round_views(session: Session, run: Run) -> list[RoundView]:
+SETTLED = (RoundState.CLOSED, RoundState.FAILED)
+
+
+def round_views(
+    session: Session, run: Run, settled: SettledRounds | None = None
+) -> list[RoundView]:
+    """Every round of ``run``; a settled round's view comes from ``settled`` once built."""
     rounds = session.scalars(
         select(Round).where(Round.run_id == run.id).order_by(Round.number)
     ).all()
-    return [round_view(session, run, rnd) for rnd in rounds]
+    views: list[RoundView] = []
+    for rnd in rounds:
+        kept = settled.get(rnd.id) if settled is not None else None
+        if kept is not None:
+            views.append(kept.model_copy(update={"expected_nodes": list(run.expected_nodes)}))
+            continue
+        view = round_view(session, run, rnd)
+        if settled is not None and rnd.state in SETTLED:
+            settled.put(rnd.id, view)
+        views.append(view)
+    return views
 
 
 @dataclass(frozen=True)

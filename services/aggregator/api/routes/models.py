@@ -24,9 +24,7 @@ async def download_model(
         return Response(status_code=304, headers=headers)
     data = await run_in_threadpool(federation.model_bytes, sha256)
     headers["Content-Length"] = str(len(data))
-    return StreamingResponse(
-        _chunks(data), media_type="application/octet-stream", headers=headers
-    )
+    return StreamingResponse(_chunks(data), media_type="application/octet-stream", headers=headers)
 
 
 CHUNK = 1 << 20

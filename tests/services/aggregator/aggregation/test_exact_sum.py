@@ -119,4 +119,5 @@ def test_refusal_names_the_limit() -> None:
     assert refusal(1.0, 1000.0) is None
     assert refusal(MAX_CONTRIBUTION / 8, 7.9) is None
     message = refusal(MAX_CONTRIBUTION / 8, 8.0)
-    assert message is not None and "2^34" in message
+    assert message is not None
+    assert "2^34" in message

@@ -13,10 +13,9 @@ import pytest
 import torch
 
 from services.aggregator.aggregation.fedavg import FedAvg
-from services.aggregator.aggregation.strategy import weighted_mean_delta
 from services.aggregator.aggregation.registry import strategy_for
 from services.aggregator.aggregation.robust import Median, NormBounded, TrimmedMean
-from services.aggregator.aggregation.strategy import Strategy, WeightedUpdate
+from services.aggregator.aggregation.strategy import Strategy, WeightedUpdate, weighted_mean_delta
 from shared.privacy.types import SparseTensor
 from shared.schemas import Aggregation, AggregationName
 
