@@ -8,7 +8,6 @@ import gc
 import logging
 import socket
 import sys
-import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -56,17 +55,18 @@ def build(settings: AggregatorSettings) -> Federation:
     )
     federation.migrate()
     federation.recover()
-    threading.Thread(target=_warm_up, name="fedseg-warm-up", daemon=True).start()
+    warm_up_before_serving()
     return federation
 
 
-def _warm_up() -> None:
-    """Work the first requests would otherwise do while every other request waits.
+def warm_up_before_serving() -> None:
+    """Work that would otherwise stall every request while the first ones waited for it.
 
-    The first run's initial model needs MONAI, whose import holds the interpreter for
-    seconds. Then everything imported so far (about 400,000 objects) is moved out of the
-    garbage collector's sight (``gc.freeze``): a full collection scanned them all, holding
-    the interpreter (and so the event loop) for 0.2 s on an idle machine, longer when busy.
+    The first run's initial model needs MONAI, whose import (1.7 s here) holds the
+    interpreter and the import lock: done in a request, it stalled the event loop for
+    1.6 s. Then everything imported (about 400,000 objects) is moved out of the garbage
+    collector's sight (``gc.freeze``): a full collection scanned them all, holding the
+    interpreter, and so the event loop, for 0.2 s on an idle machine and longer when busy.
     """
     warm_up()
     gc.freeze()
