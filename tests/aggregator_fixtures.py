@@ -28,6 +28,7 @@ def federation(database_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[
     fed = Federation(engine, BlobStore(tmp_path / "blobs"), clock=clock)
     fed.migrate()
     yield fed
+    fed.close()
     engine.dispose()
 
 

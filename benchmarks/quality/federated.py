@@ -126,6 +126,7 @@ class InProcessFederation:
             rounds = federation.list_rounds(run_id)
             per_round = [scores(r.base_model) for r in sorted(rounds, key=lambda r: r.round)]
             policy = federation.get_run(run_id).privacy
+            federation.close()
         finally:
             engine.dispose()
         seconds = time.perf_counter() - began

@@ -158,6 +158,11 @@ class Federation:
                         "the round's close reads it from disk instead",
                         node, number, type(exc).__name__, exc)  # fmt: skip
 
+    def close(self) -> None:
+        """Stop the fold thread (a fold in progress finishes; queued ones are dropped: the
+        close of their round rebuilds them). Call before disposing of the engine."""
+        self._folder.shutdown(wait=True, cancel_futures=True)
+
     def wait_for_folds(self) -> None:
         """Block until every update accepted so far is folded in (tests, benchmarks)."""
         self._folder.submit(lambda: None).result()

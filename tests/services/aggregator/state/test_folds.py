@@ -159,6 +159,7 @@ def test_a_restart_that_lost_every_sum_publishes_the_same_model(
         for name in NODES[4:]:
             _upload(restarted, tmp_path, name, deltas[name])
         after_restart = _close(restarted)
+        restarted.close()
     finally:
         engine.dispose()
 
