@@ -141,7 +141,10 @@ class Federation:
             )  # fmt: skip
             nodes.touch(session, identity, now).failure = None  # it contributes again
         if result[1]:
-            self._folder.submit(self._fold, run_id, number, identity.name)
+            try:
+                self._folder.submit(self._fold, run_id, number, identity.name)
+            except RuntimeError:  # shutting down: the round's close folds it from disk
+                pass
         return result
 
     def _fold(self, run_id: int, number: int, node: str) -> None:

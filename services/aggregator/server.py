@@ -108,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     server = uvicorn.Server(config)
     log.info("aggregator listening on https://%s:%d (mutual TLS)", settings.host, settings.port)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        federation.close()  # no fold is left running against a closing database
     return 0
 
 

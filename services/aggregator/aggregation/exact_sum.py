@@ -7,10 +7,13 @@ that lost a half-folded sum and re-read the updates from disk), each contributio
 turned into integers once and only integers are summed:
 
     x = w * float64(delta)                       one rounding, per update: order-free
-    x * 2^16 = hi + f,  hi = floor(x * 2^16),  f in [0, 1)   (both exact in float64)
+    x * 2^16 = hi + f,  hi = floor(x * 2^16),  f in [0, 1)
     lo = round(f * 2^40)                         in [0, 2^40]
 
-so x = hi * 2^-16 + lo * 2^-56 to within 2^-57. ``hi`` and ``lo`` go into two int64
+so x = hi * 2^-16 + lo * 2^-56 to within 2^-56 (f is exact where x >= 0 and rounded once
+where x is in (-2^-16, 0); every step is deterministic). The error is absolute, not
+relative: a weighted delta of 1e-12 keeps about 5 significant digits and one below 2^-57
+(7e-18) becomes 0, far below what a float32 model can hold next to its weights. ``hi`` and ``lo`` go into two int64
 accumulators; integer sums are exact, commutative and associative, and a contribution
 can be taken out again exactly (a node removed from the run). The sum is read back as
 (HI + carry) * 2^-16 + LO' * 2^-56 in float64 and divided by the weights' exact sum.
@@ -47,6 +50,25 @@ def refusal(largest_abs_delta: float, weight: float) -> str | None:
         f"{largest_abs_delta * weight:.3g}, beyond what the aggregator sums exactly "
         f"(below 2^34 = {MAX_CONTRIBUTION:.3g}); a delta that large is not training"
     )
+
+
+_HI_LIMIT = MAX_CONTRIBUTION * _HI_SCALE  # 2^50: |hi| of one term
+
+
+class SumRangeError(ValueError):
+    """A contribution beyond what the sum holds exactly (refused at upload, so only an
+    update stored by an older version, or a bug, gets here)."""
+
+
+def _check_range(hi: torch.Tensor, key: str) -> None:
+    if hi.numel() == 0:
+        return
+    low, high = torch.aminmax(hi)
+    if not (-_HI_LIMIT <= float(low) and float(high) < _HI_LIMIT):  # NaN fails too
+        raise SumRangeError(
+            f"update {key[:80]} has a weight x delta beyond the exact sum's range (2^34); "
+            "the round cannot be aggregated exactly"
+        )
 
 
 CHUNK = 1 << 16
@@ -108,16 +130,19 @@ class ExactSum:
                 continue
             if isinstance(delta, SparseTensor):
                 hi, lo = _limbs(delta.values, weight)
+                _check_range(hi, key)
                 self.hi[name].view(-1).index_add_(0, delta.indices, hi, alpha=sign)
                 self.lo[name].view(-1).index_add_(0, delta.indices, lo, alpha=sign)
             else:
-                self._add_dense(name, delta.reshape(-1), weight, sign)
+                self._add_dense(key, name, delta.reshape(-1), weight, sign)
         if sign == 1:
             self.weights[key] = weight
         else:
             del self.weights[key]
 
-    def _add_dense(self, name: str, values: torch.Tensor, weight: float, sign: int) -> None:
+    def _add_dense(
+        self, key: str, name: str, values: torch.Tensor, weight: float, sign: int
+    ) -> None:
         """What ``_limbs`` computes, a chunk at a time in the scratch buffers."""
         hi, lo = self.hi[name].view(-1), self.lo[name].view(-1)
         if values.numel() != hi.numel():
@@ -129,6 +154,7 @@ class ExactSum:
             scaled, floor, limb = self._scaled[:size], self._floor[:size], self._limb[:size]
             scaled.copy_(values[start:end]).mul_(scale)
             torch.floor(scaled, out=floor)
+            _check_range(floor, key)
             scaled.sub_(floor).mul_(_LO_SCALE).round_()
             hi[start:end].add_(limb.copy_(floor), alpha=sign)
             lo[start:end].add_(limb.copy_(scaled), alpha=sign)

@@ -54,6 +54,7 @@ class NormBounded(Strategy):
     """FedAvg of the updates after clipping each one's global L2 norm to ``max_norm``."""
 
     name = "norm-bounded"
+    sums_exactly = True  # the clipped deltas go through FedAvg's exact sum
 
     def __init__(self, max_norm: float) -> None:
         if not 0.0 < max_norm < math.inf:

@@ -44,6 +44,8 @@ class Strategy(ABC):
     """How accepted updates become the next global model."""
 
     name: str
+    sums_exactly: bool = False
+    """Whether it adds weighted deltas in an ExactSum, so its updates must be in range."""
 
     @abstractmethod
     def aggregate(
@@ -69,6 +71,8 @@ class LinearStrategy(Strategy):
     into as it is accepted, so closing a round costs one ``step``, not K reads of K
     updates, and the model is the same bits whatever order the updates arrived in.
     """
+
+    sums_exactly = True
 
     @abstractmethod
     def step(

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from services.aggregator.aggregation.exact_sum import ExactSum
 from services.aggregator.aggregation.registry import strategy_for
-from services.aggregator.aggregation.strategy import LinearStrategy, WeightedUpdate
+from services.aggregator.aggregation.strategy import LinearStrategy, Strategy, WeightedUpdate
 from services.aggregator.core.blobs import BlobStore
 from services.aggregator.state.models import Round, Run, Update
 from shared.privacy.types import SparseTensor
@@ -48,16 +48,24 @@ def sum_for(spec: ModelSpec) -> ExactSum:
     return ExactSum({name: torch.Size(t.shape) for name, t in spec.items() if t.dtype in _FLOATS})
 
 
+def _strategy(session: Session, rnd: Round) -> Strategy:
+    run = session.get(Run, rnd.run_id)
+    assert run is not None
+    return strategy_for(Aggregation.model_validate(run.aggregation_json or {}))
+
+
+def sums_exactly(session: Session, rnd: Round) -> bool:
+    """Whether ``rnd``'s run adds its updates in an ExactSum (whose range is limited)."""
+    return _strategy(session, rnd).sums_exactly
+
+
 def folds(session: Session, rnd: Round) -> bool:
     """Whether ``rnd``'s updates are summed as they arrive: a train round of a linear run."""
     import os
 
     if rnd.kind != RoundKind.TRAIN or os.environ.get("NOFOLD"):
         return False
-    run = session.get(Run, rnd.run_id)
-    assert run is not None
-    strategy = strategy_for(Aggregation.model_validate(run.aggregation_json or {}))
-    return isinstance(strategy, LinearStrategy)
+    return isinstance(_strategy(session, rnd), LinearStrategy)
 
 
 class RoundSums:

@@ -10,6 +10,7 @@ import torch
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from services.aggregator.aggregation.exact_sum import SumRangeError
 from services.aggregator.aggregation.registry import strategy_for
 from services.aggregator.aggregation.strategy import LinearStrategy, ServerState, WeightedUpdate
 from services.aggregator.core.blobs import BlobStore
@@ -242,11 +243,17 @@ def finish_round(
         spec = spec_of(base)
         contributions = _weighted_updates(session, blobs, rnd, spec)
         previous = _previous_state(session, blobs, rnd)
-        if isinstance(strategy, LinearStrategy):
-            mean = sums.take(rnd.id, spec, contributions).mean()
-            merged, state = strategy.step(base, mean, previous)
-        else:
-            merged, state = strategy.aggregate_with_state(base, contributions.values(), previous)
+        try:
+            if isinstance(strategy, LinearStrategy):
+                mean = sums.take(rnd.id, spec, contributions).mean()
+                merged, state = strategy.step(base, mean, previous)
+            else:
+                merged, state = strategy.aggregate_with_state(
+                    base, contributions.values(), previous
+                )
+        except SumRangeError as exc:
+            _fail(run, rnd, now, str(exc))
+            return
         broken = _non_finite(merged) or (_non_finite(state) if state is not None else None)
         if broken is not None:
             # Never publish it: every node would train from a model of infinities.

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from services.aggregator.aggregation import exact_sum
 from services.aggregator.core.blobs import BlobStore
-from services.aggregator.state.folds import folds
+from services.aggregator.state.folds import sums_exactly
 from services.aggregator.state.models import Node, Round, Run, Task, Update
 from services.aggregator.state.runs import lock_if_open
 from services.aggregator.state.weights import weight_refusal
@@ -237,7 +237,8 @@ def accept_update(
     largest = check_against_spec(
         received.path, _spec(blobs.open_path(rnd.base_model)), manifest.sparse, manifest.excluded
     )
-    beyond = exact_sum.refusal(largest, manifest.num_samples) if folds(session, rnd) else None
+    exact = sums_exactly(session, rnd)
+    beyond = exact_sum.refusal(largest, manifest.num_samples) if exact else None
     if beyond is not None:
         raise UpdateRejectedError(f"update refused: {beyond}; nothing was stored")
     row = Update(

@@ -12,6 +12,7 @@ from services.aggregator.aggregation.exact_sum import (
     MAX_CONTRIBUTION,
     MAX_TERMS,
     ExactSum,
+    SumRangeError,
     refusal,
 )
 from shared.privacy.types import SparseTensor
@@ -121,3 +122,14 @@ def test_refusal_names_the_limit() -> None:
     message = refusal(MAX_CONTRIBUTION / 8, 8.0)
     assert message is not None
     assert "2^34" in message
+
+
+@pytest.mark.parametrize("value", [2.0**34, -(2.0**34) * 1.5, float("nan"), float("inf")])
+def test_a_term_beyond_the_range_is_refused_by_the_sum_itself(value: float) -> None:
+    """The upload check should stop these; the sum still never wraps around silently."""
+    total = ExactSum({"x": torch.Size([3])})
+    with pytest.raises(SumRangeError, match="beyond the exact sum's range"):
+        total.add("big", 1.0, [("x", torch.tensor([0.5, value, 1.0], dtype=torch.float64))])
+    sparse = SparseTensor(torch.tensor([1]), torch.tensor([3e38]), (3,))
+    with pytest.raises(SumRangeError):
+        ExactSum({"x": torch.Size([3])}).add("sparse", 1.0, [("x", sparse)])

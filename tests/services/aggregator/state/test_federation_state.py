@@ -355,6 +355,25 @@ def test_an_update_beyond_the_exact_sums_range_is_refused_and_changes_nothing(
     assert federation.list_rounds()[0].reported_nodes == ["site-1"]
 
 
+def test_an_out_of_range_update_stored_by_an_older_version_fails_the_round_clearly(
+    federation: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.aggregator.aggregation import exact_sum
+
+    federation.create_run(ADMIN, tiny_run(rounds=1))
+    base = load_file(federation.blobs.open_path(task_of(federation, "site-1").base_model))
+    monkeypatch.setattr(exact_sum, "refusal", lambda _largest, _weight: None)  # no check
+    for name in ("site-1", "site-2"):
+        submit(federation, tmp_path, name, {k: torch.full_like(v, 2.0**40) for k, v in base.items()},
+               samples=1)  # fmt: skip
+    federation.wait_for_folds()
+    settle(federation)
+    first = federation.list_rounds()[0]
+    assert first.state == RoundState.FAILED
+    assert first.result_model is None
+    assert "beyond the exact sum's range" in (first.detail or "")
+
+
 def test_a_run_aggregates_with_the_strategy_it_was_created_with(
     federation: Federation, tmp_path: Path
 ) -> None:
