@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -141,10 +142,9 @@ class Federation:
             )  # fmt: skip
             nodes.touch(session, identity, now).failure = None  # it contributes again
         if result[1]:
-            try:
+            # Shutting down (RuntimeError): the round's close folds it from disk instead.
+            with contextlib.suppress(RuntimeError):
                 self._folder.submit(self._fold, run_id, number, identity.name)
-            except RuntimeError:  # shutting down: the round's close folds it from disk
-                pass
         return result
 
     def _fold(self, run_id: int, number: int, node: str) -> None:

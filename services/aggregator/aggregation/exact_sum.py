@@ -13,10 +13,12 @@ turned into integers once and only integers are summed:
 so x = hi * 2^-16 + lo * 2^-56 to within 2^-56 (f is exact where x >= 0 and rounded once
 where x is in (-2^-16, 0); every step is deterministic). The error is absolute, not
 relative: a weighted delta of 1e-12 keeps about 5 significant digits and one below 2^-57
-(7e-18) becomes 0, far below what a float32 model can hold next to its weights. ``hi`` and ``lo`` go into two int64
-accumulators; integer sums are exact, commutative and associative, and a contribution
-can be taken out again exactly (a node removed from the run). The sum is read back as
-(HI + carry) * 2^-16 + LO' * 2^-56 in float64 and divided by the weights' exact sum.
+(7e-18) becomes 0, far below what a float32 model can hold next to its weights.
+
+``hi`` and ``lo`` go into two int64 accumulators; integer sums are exact, commutative
+and associative, and a contribution can be taken out again exactly (a node removed from
+the run). The sum is read back as (HI + carry) * 2^-16 + LO' * 2^-56 in float64 and
+divided by the weights' exact sum.
 
 Range: |w * delta| must be below ``MAX_CONTRIBUTION`` (2^34) for every value, and at most
 ``MAX_TERMS`` (4096) contributions may be summed, so |HI| < 2^62 and LO < 2^52 never
@@ -64,7 +66,7 @@ def _check_range(hi: torch.Tensor, key: str) -> None:
     if hi.numel() == 0:
         return
     low, high = torch.aminmax(hi)
-    if not (-_HI_LIMIT <= float(low) and float(high) < _HI_LIMIT):  # NaN fails too
+    if not (float(low) >= -_HI_LIMIT and float(high) < _HI_LIMIT):  # NaN fails too
         raise SumRangeError(
             f"update {key[:80]} has a weight x delta beyond the exact sum's range (2^34); "
             "the round cannot be aggregated exactly"

@@ -363,9 +363,9 @@ def test_an_out_of_range_update_stored_by_an_older_version_fails_the_round_clear
     federation.create_run(ADMIN, tiny_run(rounds=1))
     base = load_file(federation.blobs.open_path(task_of(federation, "site-1").base_model))
     monkeypatch.setattr(exact_sum, "refusal", lambda _largest, _weight: None)  # no check
+    huge = {k: torch.full_like(v, 2.0**40) for k, v in base.items()}
     for name in ("site-1", "site-2"):
-        submit(federation, tmp_path, name, {k: torch.full_like(v, 2.0**40) for k, v in base.items()},
-               samples=1)  # fmt: skip
+        submit(federation, tmp_path, name, huge, samples=1)
     federation.wait_for_folds()
     settle(federation)
     first = federation.list_rounds()[0]
