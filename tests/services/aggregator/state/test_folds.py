@@ -70,6 +70,14 @@ def _run(strategy: AggregationName) -> object:
                     aggregation=Aggregation(name=strategy))  # fmt: skip
 
 
+def _started(fed: Federation, strategy: AggregationName) -> dict[str, dict[str, torch.Tensor]]:
+    """Create the run; every node's delta for its first round."""
+    fed.create_run(ADMIN, _run(strategy))  # type: ignore[arg-type]
+    poll = fed.poll(_node(NODES[0]))
+    assert poll.task is not None
+    return _deltas(load_file(fed.blobs.open_path(poll.task.base_model)))
+
+
 @pytest.mark.parametrize("strategy", [AggregationName.FEDAVG, AggregationName.FEDADAM])
 def test_the_model_is_the_same_bits_whatever_order_the_updates_arrive_in(
     tmp_path: Path, strategy: AggregationName
@@ -81,10 +89,7 @@ def test_the_model_is_the_same_bits_whatever_order_the_updates_arrive_in(
     models = []
     for n, order in enumerate(orders):
         fed = _fresh(tmp_path / f"order-{n}")
-        fed.create_run(ADMIN, _run(strategy))  # type: ignore[arg-type]
-        poll = fed.poll(_node(NODES[0]))
-        assert poll.task is not None
-        deltas = _deltas(load_file(fed.blobs.open_path(poll.task.base_model)))
+        deltas = _started(fed, strategy)
         for name in order:
             _upload(fed, tmp_path, name, deltas[name])
         fed.wait_for_folds()
@@ -110,10 +115,7 @@ def test_a_float_running_sum_would_depend_on_the_order() -> None:
 def test_a_fold_that_fails_halfway_is_dropped_and_the_close_rebuilds_it(
     federation: Federation, tmp_path: Path
 ) -> None:
-    federation.create_run(ADMIN, _run(AggregationName.FEDAVG))  # type: ignore[arg-type]
-    poll = federation.poll(_node(NODES[0]))
-    assert poll.task is not None
-    deltas = _deltas(load_file(federation.blobs.open_path(poll.task.base_model)))
+    deltas = _started(federation, AggregationName.FEDAVG)
     for name in NODES[:3]:
         _upload(federation, tmp_path, name, deltas[name])
     federation.wait_for_folds()
@@ -143,10 +145,7 @@ def test_a_restart_that_lost_every_sum_publishes_the_same_model(
     federation: Federation, database_url: str, tmp_path: Path
 ) -> None:
     """What kill -9 during folding leaves: accepted rows and files, no sum in memory."""
-    federation.create_run(ADMIN, _run(AggregationName.FEDADAM))  # type: ignore[arg-type]
-    poll = federation.poll(_node(NODES[0]))
-    assert poll.task is not None
-    deltas = _deltas(load_file(federation.blobs.open_path(poll.task.base_model)))
+    deltas = _started(federation, AggregationName.FEDADAM)
     for name in NODES[:4]:
         _upload(federation, tmp_path, name, deltas[name])
     federation.wait_for_folds()
